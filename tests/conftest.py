@@ -1,0 +1,45 @@
+"""Fixtures every test module shares: data locations, isolated output, scripts."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture(autouse=True)
+def _offline_and_isolated(tmp_path, monkeypatch):
+    """No test downloads, and no test reads a learner's real Keras cache."""
+    monkeypatch.setenv("KERAS_TUTORIAL_OFFLINE", "1")
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    """../shared/data (the churn CSV, cat.jpg, dog.jpg), or the folder in
+    KERAS_TUTORIAL_DATA when CI points it elsewhere."""
+    folder = Path(os.environ.get("KERAS_TUTORIAL_DATA") or SHARED_DATA)
+    if not folder.is_dir():
+        pytest.skip(f"{folder} is missing: it holds the data files these tests read")
+    return folder
+
+
+def run_script(script: str | Path, *args: str, cwd: Path = ROOT, env: dict | None = None,
+               timeout: int = 300) -> subprocess.CompletedProcess:
+    """Run a chapter script as a learner would, capturing its output.
+
+    ``script`` may also be ``"-m"`` followed by a module name in ``args``."""
+    full_env = {**os.environ, "KERAS_TUTORIAL_OFFLINE": "1", **(env or {})}
+    return subprocess.run([sys.executable, str(script), *args], cwd=cwd, env=full_env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def run():
+    return run_script

@@ -1,0 +1,187 @@
+"""Run folders: one per training run, holding everything needed to compare it.
+
+``outputs/<chapter>/<YYYYmmdd-HHMMSS>_<model>[_N]/`` gets ``run.json`` (what
+produced the run and how it ended), ``history.csv``, the plots and
+``model.keras``. Folder creation is atomic, so two runs started in the same
+second get ``..._model`` and ``..._model_1`` instead of sharing a folder.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib.metadata
+import json
+import os
+import platform
+import re
+import shlex
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from utils import ROOT
+
+PACKAGES = ("keras", "tensorflow", "jax", "jaxlib", "torch", "numpy", "pandas",
+            "scikit-learn", "matplotlib", "h5py")
+
+
+@dataclass
+class RunResult:
+    """What ``train_and_evaluate`` hands back to its caller and to tests."""
+
+    run_dir: Path
+    history: pd.DataFrame
+    metrics: dict[str, float]
+    extra: dict = field(default_factory=dict)
+
+
+def new_run_dir(output_dir: Path | str, chapter: str, model_name: str,
+                now: dt.datetime | None = None) -> Path:
+    """Create and return a fresh, never-shared folder for one run."""
+    stamp = (now or dt.datetime.now()).strftime("%Y%m%d-%H%M%S")
+    safe_model = re.sub(r"[^A-Za-z0-9_.-]+", "-", model_name) or "model"
+    parent = Path(output_dir) / chapter
+    parent.mkdir(parents=True, exist_ok=True)
+    suffix = 0
+    while True:
+        name = f"{stamp}_{safe_model}" + (f"_{suffix}" if suffix else "")
+        try:
+            (parent / name).mkdir()  # fails if another run took the name first
+            return parent / name
+        except FileExistsError:
+            suffix += 1
+
+
+def package_versions() -> dict[str, str]:
+    """Installed versions of the packages that shape a run's numbers."""
+    versions = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def device_info() -> dict:
+    """The backend Keras runs on and the devices that backend can see."""
+    import keras
+
+    backend = keras.backend.backend()
+    accelerators: list[str] = []
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        accelerators = [d.name for d in tf.config.list_logical_devices("GPU")]
+    elif backend == "jax":
+        import jax
+
+        accelerators = [str(d) for d in jax.devices() if d.platform != "cpu"]
+    elif backend == "torch":
+        import torch
+
+        if torch.cuda.is_available():
+            accelerators = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    return {
+        "backend": backend,
+        "device": ", ".join(accelerators) if accelerators else "cpu",
+        "accelerators": accelerators,
+        "cpu": _cpu_name(),
+        "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
+    }
+
+
+def command_line(argv: list[str] | None) -> str:
+    """The command that reproduces this run, as a learner would type it."""
+    script = Path(sys.argv[0]).resolve() if sys.argv and sys.argv[0] else None
+    try:
+        shown = str(script.relative_to(ROOT)) if script else "?"
+    except ValueError:
+        shown = str(script)
+    args = sys.argv[1:] if argv is None else argv
+    return shlex.join(["python", shown, *args])
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, str | int | float | bool) or value is None:
+        return value
+    if hasattr(value, "item"):  # NumPy scalars
+        return value.item()
+    return str(value)
+
+
+class Run:
+    """One training run: its folder, its clock, and what it records at the end."""
+
+    def __init__(self, chapter: str, model_name: str, args, argv: list[str] | None = None):
+        self.chapter = chapter
+        self.model_name = model_name
+        self.args = args
+        self.dir = new_run_dir(args.output_dir, chapter, model_name)
+        self.started = time.time()
+        self._clock = time.perf_counter()
+        self.command = command_line(argv)
+
+    def path(self, name: str) -> Path:
+        return self.dir / name
+
+    def finish(self, *, model=None, history: pd.DataFrame | None = None,
+               metrics: dict | None = None, **extra) -> RunResult:
+        """Save the model and history, write run.json, return the result."""
+        history = history if history is not None else pd.DataFrame()
+        if model is not None:
+            model.save(self.path("model.keras"))
+        history.to_csv(self.path("history.csv"), index=False)
+        record = {
+            "chapter": self.chapter,
+            "model": self.model_name,
+            "command": self.command,
+            "cwd": os.getcwd(),
+            "seed": getattr(self.args, "seed", None),
+            "args": vars(self.args),
+            "started_at": dt.datetime.fromtimestamp(self.started).isoformat(timespec="seconds"),
+            "wall_seconds": round(time.perf_counter() - self._clock, 3),
+            **device_info(),
+            "versions": package_versions(),
+            "metrics": metrics or {},
+            **extra,
+        }
+        self.path("run.json").write_text(json.dumps(_jsonable(record), indent=2) + "\n")
+        return RunResult(self.dir, history, dict(metrics or {}), extra)
+
+
+def shown_path(path: Path) -> str:
+    """``path`` relative to the current folder when it lies below it."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def history_frame(history: dict[str, list], epoch_scale: int = 1) -> pd.DataFrame:
+    """Keras ``History.history`` as a table with a 1-based ``epoch`` column.
+
+    ``epoch_scale`` converts Keras epochs into passes over the data when one
+    Keras epoch was made to cover several passes (see the XOR chapter).
+    """
+    frame = pd.DataFrame({k: list(map(float, v)) for k, v in history.items()})
+    frame.insert(0, "epoch", [(i + 1) * epoch_scale for i in range(len(frame))])
+    return frame
