@@ -131,11 +131,13 @@ def _jsonable(value):
 class Run:
     """One training run: its folder, its clock, and what it records at the end."""
 
-    def __init__(self, chapter: str, model_name: str, args, argv: list[str] | None = None):
+    def __init__(self, chapter: str, model_name: str, args, argv: list[str] | None = None,
+                 run_dir: Path | None = None):
+        """``run_dir`` reuses an existing folder, to resume an interrupted run."""
         self.chapter = chapter
         self.model_name = model_name
         self.args = args
-        self.dir = new_run_dir(args.output_dir, chapter, model_name)
+        self.dir = Path(run_dir) if run_dir else new_run_dir(args.output_dir, chapter, model_name)
         self.started = time.time()
         self._clock = time.perf_counter()
         self.command = command_line(argv)

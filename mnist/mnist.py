@@ -1,0 +1,122 @@
+"""Chapter 4: model optimisation on handwritten digits (or clothes).
+
+Trains one or more models from the registry in ``mnist/models.py`` and leaves,
+per model, a run folder with curves, a confusion matrix, the misclassified
+images, a classification report and a self-contained ``report.html``. With
+several models it also writes a comparison report.
+
+    python mnist/mnist.py --list
+    python mnist/mnist.py -m conv_net
+    python mnist/mnist.py -m mlp_one_layer -m conv_net --dataset fashion_mnist
+    python mnist/mnist.py -m all --epochs 10
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # so `utils` imports from any folder
+
+from utils import cli  # noqa: E402
+
+if __name__ == "__main__":
+    cli.preselect_backend(sys.argv[1:])  # the backend is fixed when Keras is imported
+
+from mnist import data as image_data  # noqa: E402
+from mnist import evaluation, models, training  # noqa: E402
+from utils import report, runs  # noqa: E402
+
+build_model = models.build_model
+load_data = image_data.load_images
+train_and_evaluate = training.train_and_evaluate
+
+
+def parse_args(argv=None):
+    parser = cli.make_parser(__doc__.split("\n\n")[0], epochs=60, batch_size=256,
+                             epilog="models: " + ", ".join(models.REGISTRY))
+    parser.add_argument("-m", "--model", action="append", metavar="NAME",
+                        help="model to train; repeat for several, or 'all' (default: conv_net)")
+    parser.add_argument("--list", action="store_true", help="list the models and exit")
+    parser.add_argument("--dataset", choices=image_data.DATASETS, default="auto",
+                        help="auto: MNIST when it can be had, else local Fashion-MNIST, else "
+                             "scikit-learn's digits")
+    parser.add_argument("--data-dir", type=Path, default=None,
+                        help="an MNIST-format folder (IDX files) or one holding mnist.npz")
+    parser.add_argument("--optimizer", choices=sorted(training.OPTIMIZERS), default="adam",
+                        help="optimisation algorithm")
+    parser.add_argument("--learning-rate", type=cli.positive_float, default=None,
+                        help="step size; None keeps the optimiser's Keras default")
+    parser.add_argument("--augment", action="store_true",
+                        help="random rotations, shifts, shear and zoom of the training images")
+    parser.add_argument("--resume", nargs="?", const="latest", default=None, metavar="RUN_DIR",
+                        help="continue an interrupted run from its last finished epoch: the given "
+                             "run folder, or the newest unfinished one of the model")
+    parser.add_argument("--tensorboard", action="store_true",
+                        help="also write TensorBoard logs into the run folder")
+    parser.add_argument("--limit", type=cli.positive_int, default=None, metavar="N",
+                        help="use only the first N training and N/5 test images (quick tries)")
+    return parser.parse_args(argv)
+
+
+def model_names(requested: list[str] | None) -> list[str]:
+    names = requested or ["conv_net"]
+    if "all" in names:
+        return list(models.REGISTRY)
+    for name in names:
+        models.get_spec(name)  # fails here, before any data is loaded
+    return list(dict.fromkeys(names))
+
+
+def list_models() -> None:
+    print(f"{'model':<24} {'input':<10} {'params':>9}  description")
+    for spec in models.REGISTRY.values():
+        shape = "784" if spec.flat_input else "28x28x1"
+        print(f"{spec.name:<24} {shape:<10} {spec.build().count_params():>9,}  {spec.description}")
+
+
+def write_comparison(results: dict, args, argv) -> Path:
+    """One report comparing every model trained by this command."""
+    run = runs.Run(training.CHAPTER, "comparison", args, argv)
+    rows = [{"model": name, "params": r.metrics["params"], "epochs": r.metrics["epochs"],
+             "best val accuracy": r.metrics["best_val_accuracy"],
+             "test accuracy": r.metrics["test_accuracy"],
+             "s/epoch": r.metrics["median_epoch_seconds"], "run": r.run_dir.name}
+            for name, r in results.items()]
+    histories = {name: r.history for name, r in results.items()}
+    curves = evaluation.overlaid_curves_png(histories, "val_accuracy", run.path("val_accuracy.png"))
+    report.write_report(run.path("report.html"), "Model comparison", [
+        ("Results", report.table(rows)),
+        ("Validation accuracy", report.images([curves])),
+    ])
+    run.finish(metrics={r["model"]: r["test accuracy"] for r in rows}, models=rows)
+    return run.dir
+
+
+@cli.friendly_errors
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    cli.select_backend(args.backend)
+    if args.list:
+        list_models()
+        return 0
+    names = model_names(args.model)
+    if args.resume and len(names) > 1:
+        raise cli.TutorialError("--resume continues one model's run: name exactly one with -m")
+    data = load_data(args.dataset, args.data_dir, seed=args.seed, limit=args.limit)
+    print(f"*** {data.describe()}" + (f"\n*** {data.note}" if data.note else ""), flush=True)
+    results = {}
+    for name in names:
+        results[name] = train_and_evaluate(models.get_spec(name), data, args, argv)
+    print(f"\n{'model':<24} {'test accuracy':>13} {'s/epoch':>8}  run folder")
+    for name, result in results.items():
+        m = result.metrics
+        print(f"{name:<24} {m['test_accuracy']:>13.4f} {m['median_epoch_seconds']:>8.2f}  "
+              f"{runs.shown_path(result.run_dir)}")
+    if len(results) > 1:
+        print(f"comparison: {runs.shown_path(write_comparison(results, args, argv))}/report.html")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

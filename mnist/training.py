@@ -1,0 +1,199 @@
+"""Training one MNIST model: input pipelines, callbacks, resuming, reports."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+
+from mnist import evaluation
+from mnist.data import ImageData
+from mnist.models import ModelSpec
+from utils import plots, report, runs
+from utils.callbacks import EpochTimer
+from utils.errors import TutorialError
+
+CHAPTER = "mnist"
+OPTIMIZERS = {"adam": keras.optimizers.Adam, "rmsprop": keras.optimizers.RMSprop,
+              "sgd": keras.optimizers.SGD, "adamw": keras.optimizers.AdamW}
+LOG = "epochs.csv"        # CSVLogger's live log, one row per finished epoch
+BACKUP = "backup"         # BackupAndRestore's folder; removed when training completes
+
+
+def augmenter() -> keras.Sequential:
+    """The seed's augmentation with Keras 3 preprocessing layers: rotation up to
+    8 degrees, shifts and zoom up to 8%, shear up to 0.3."""
+    return keras.Sequential([
+        keras.layers.RandomRotation(8 / 360, fill_mode="constant"),
+        keras.layers.RandomTranslation(0.08, 0.08, fill_mode="constant"),
+        keras.layers.RandomShear(x_factor=0.3, fill_mode="constant"),
+        keras.layers.RandomZoom(0.08, fill_mode="constant"),
+    ], name="augment")
+
+
+def pipeline(x, y, batch_size: int, flat: bool, *, shuffle_seed: int | None = None, augment=None):
+    """A tf.data pipeline of (images, labels) batches.
+
+    Images stay (28, 28, 1) through augmentation and are flattened to (784,)
+    afterwards for the MLPs. Shuffling happens once per epoch; prefetch lets
+    the next batch be prepared while the current one trains.
+    """
+    import tensorflow as tf
+
+    ds = tf.data.Dataset.from_tensor_slices((x, y))
+    if shuffle_seed is not None:
+        ds = ds.shuffle(len(x), seed=shuffle_seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size)
+    if augment is not None:
+        ds = ds.map(lambda images, labels: (augment(images, training=True), labels),
+                    num_parallel_calls=tf.data.AUTOTUNE)
+    if flat:
+        ds = ds.map(lambda images, labels: (tf.reshape(images, (-1, int(np.prod(x.shape[1:])))), labels))
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def find_resumable(output_dir: Path, model_name: str, explicit: str | None) -> Path:
+    """The run folder to continue: the one given, or the newest unfinished run of the model."""
+    if explicit and explicit != "latest":
+        folder = Path(explicit)
+        if not (folder / BACKUP).is_dir():
+            raise TutorialError(f"{folder} has no {BACKUP}/ folder: it finished or never started, "
+                                "so there is nothing to resume")
+        return folder
+    candidates = sorted(p for p in (Path(output_dir) / CHAPTER).glob(f"*_{model_name}*")
+                        if (p / BACKUP).is_dir())
+    if not candidates:
+        raise TutorialError(f"no interrupted {model_name} run under {Path(output_dir) / CHAPTER}: "
+                            "start one without --resume")
+    return candidates[-1]
+
+
+def _prepare_resume(run_dir: Path) -> float | None:
+    """Make the run folder consistent with its backup before training goes on.
+
+    Keras writes the backup's weights, then its metadata (the number of
+    finished epochs). Weights without metadata are a write cut short by the
+    kill: they are removed and training restarts from the last whole backup.
+    Log rows of epochs the backup does not hold are dropped, so each epoch
+    appears once. Returns the best validation accuracy so far, for
+    ModelCheckpoint to beat.
+    """
+    backup = run_dir / BACKUP
+    meta = backup / "training_metadata.json"
+    if not meta.is_file():
+        (backup / "latest.weights.h5").unlink(missing_ok=True)
+    done = json.loads(meta.read_text())["epoch"] if meta.is_file() else 0
+    log = run_dir / LOG
+    if not log.is_file() or not log.read_text().strip():
+        return None
+    history = pd.read_csv(log)
+    history = history[history["epoch"] < done]
+    history.to_csv(log, index=False)
+    return float(history["val_accuracy"].max()) if len(history) else None
+
+
+def _load_best(path: Path, fallback):
+    """The checkpoint of the best validation epoch, or the final model if there is none
+    (or it was cut short by a killed process)."""
+    try:
+        return keras.saving.load_model(path)
+    except (OSError, ValueError):
+        return fallback
+
+
+def _summary(model) -> str:
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        model.summary(line_length=90)
+    return buffer.getvalue()
+
+
+def train_and_evaluate(spec: ModelSpec, data: ImageData, args, argv=None) -> runs.RunResult:
+    """Train one model on ``data``, evaluate the best epoch on the test set, write the run folder."""
+    keras.utils.set_random_seed(args.seed)
+    resume_dir = find_resumable(args.output_dir, spec.name, args.resume) if args.resume else None
+    run = runs.Run(CHAPTER, spec.name, args, argv, run_dir=resume_dir)
+    model = spec.build(data.image_shape, len(data.class_names))
+    optimizer_kwargs = {"learning_rate": args.learning_rate} if args.learning_rate else {}
+    model.compile(optimizer=OPTIMIZERS[args.optimizer](**optimizer_kwargs),
+                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    if not args.quiet:
+        print(f"\n=== {spec.name}: {spec.description}")
+        model.summary()
+        print(f"run folder: {runs.shown_path(run.dir)}" + (" (resumed)" if resume_dir else ""))
+
+    best_so_far = _prepare_resume(run.dir) if resume_dir else None
+    callbacks = [
+        EpochTimer(),
+        keras.callbacks.ModelCheckpoint(run.path("best.keras"), monitor="val_accuracy", mode="max",
+                                        save_best_only=True, initial_value_threshold=best_so_far),
+        # The log is written before the backup: if the process dies between the
+        # two, the resumed run drops that row and repeats the epoch, never the reverse.
+        keras.callbacks.CSVLogger(run.path(LOG), append=True),
+        # Two generations of backup: a kill while one is being written leaves the other.
+        keras.callbacks.BackupAndRestore(run.path(BACKUP), double_checkpoint=True),
+    ]
+    if args.tensorboard:
+        callbacks.append(keras.callbacks.TensorBoard(run.path("tensorboard")))
+
+    train = pipeline(data.x_train, data.y_train, args.batch_size, spec.flat_input,
+                     shuffle_seed=args.seed, augment=augmenter() if args.augment else None)
+    val = pipeline(data.x_val, data.y_val, args.batch_size, spec.flat_input)
+    start = time.perf_counter()
+    model.fit(train, validation_data=val, epochs=args.epochs, callbacks=callbacks,
+              verbose=0 if args.quiet else 2, shuffle=False)  # the pipeline shuffles
+    fit_seconds = time.perf_counter() - start
+
+    # The test set is used once, on the epoch that did best on validation.
+    best = _load_best(run.path("best.keras"), model)
+    test = pipeline(data.x_test, data.y_test, args.batch_size, spec.flat_input)
+    test_loss, test_accuracy = best.evaluate(test, verbose=0)
+    predicted = best.predict(test, verbose=0).argmax(axis=1)
+
+    history = pd.read_csv(run.path(LOG))
+    history["epoch"] += 1
+    title = f"{spec.name} on {data.name}"
+    plots.save_standard_plots(history, title, run.dir)
+    evaluation.confusion_matrix_png(data.y_test, predicted, data.class_names, title,
+                                    run.path("confusion_matrix.png"))
+    evaluation.misclassified_png(data.x_test, data.y_test, predicted, data.class_names, title,
+                                 run.path("misclassified.png"))
+    class_report = evaluation.report_text(data.y_test, predicted, data.class_names)
+    run.path("classification_report.txt").write_text(class_report)
+    metrics = {
+        "test_accuracy": float(test_accuracy), "test_loss": float(test_loss),
+        "best_val_accuracy": float(history["val_accuracy"].max()),
+        "best_epoch": int(history.loc[history["val_accuracy"].idxmax(), "epoch"]),
+        "epochs": int(len(history)), "median_epoch_seconds": float(history["epoch_seconds"].median()),
+        "fit_seconds_this_session": fit_seconds, "params": int(model.count_params()),
+    }
+    if not args.quiet:
+        print(class_report)
+    result = run.finish(model=best, history=history, metrics=metrics, dataset=data.name,
+                        dataset_note=data.note, dataset_shapes=data.describe(), augment=args.augment)
+    write_run_report(result, spec, data, args, _summary(model), class_report)
+    return result
+
+
+def write_run_report(result: runs.RunResult, spec: ModelSpec, data: ImageData, args, summary: str,
+                     class_report: str) -> Path:
+    folder = result.run_dir
+    hyper = {"model": spec.name, "dataset": data.name, "dataset note": data.note or "-",
+             "epochs": args.epochs, "batch size": args.batch_size, "optimizer": args.optimizer,
+             "learning rate": args.learning_rate or "Keras default", "augment": args.augment,
+             "seed": args.seed, "backend": keras.backend.backend()}
+    return report.write_report(folder / "report.html", f"{spec.name} on {data.name}", [
+        ("Test metrics", report.key_values(result.metrics)),
+        ("Hyper-parameters", report.key_values(hyper)),
+        ("Model", report.preformatted(summary)),
+        ("Training curves", report.images(folder / n for n in
+                                          ("accuracy.png", "loss.png", "epoch_times.png"))),
+        ("Classification report (test set)", report.preformatted(class_report)),
+        ("Errors", report.images([folder / "confusion_matrix.png", folder / "misclassified.png"])),
+    ])

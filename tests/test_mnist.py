@@ -1,0 +1,152 @@
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mnist import data as image_data
+from mnist import mnist, models
+from utils import datasets
+
+from .conftest import ROOT
+
+EXPECTED_PARAMS = {
+    "mlp_one_layer": 407_050, "mlp_two_layers": 669_706, "mlp_two_layers_dropout": 669_706,
+    "conv_net": 93_322, "conv_net_dropout": 93_322, "conv_net_batch_norm": 93_706,
+    "conv_net_l1": 93_322, "conv_net_l2": 93_322, "le_net": 61_706, "wide_conv_net": 871_978,
+}
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return image_data.load_images("digits", limit=400)
+
+
+def test_registry_holds_exactly_the_expected_models():
+    assert set(models.REGISTRY) == set(EXPECTED_PARAMS)
+
+
+@pytest.mark.parametrize("name", EXPECTED_PARAMS)
+def test_model_builds_with_its_parameter_count(name):
+    model = models.build_model(name)
+    assert model.count_params() == EXPECTED_PARAMS[name]
+    assert model.output_shape == (None, 10)
+    expected_input = (None, 784) if models.REGISTRY[name].flat_input else (None, 28, 28, 1)
+    assert model.input_shape == expected_input
+
+
+def test_digits_look_like_mnist(digits):
+    assert digits.x_train.shape[1:] == (28, 28, 1) and digits.x_train.dtype == np.float32
+    assert 0.0 <= digits.x_train.min() and digits.x_train.max() <= 1.0
+    # a frame of empty pixels around a centred 20x20 digit, as in MNIST
+    assert digits.x_train[:, :4].max() == 0 and digits.x_train[:, 10:18, 10:18].mean() > 0.1
+    assert len(digits.x_val) + len(digits.x_train) == 400 and len(digits.x_test) == 80
+
+
+def test_auto_falls_back_to_digits_offline_without_fashion(monkeypatch, tmp_path):
+    fashion = datasets.REGISTRY["fashion_mnist"]
+    monkeypatch.setitem(datasets.REGISTRY, "fashion_mnist",
+                        datasets.Dataset(fashion.name, fashion.description, fashion.files,
+                                         fashion.cache_subdir, system_dirs=(str(tmp_path),)))
+    monkeypatch.setattr(datasets, "PROJECT_DATA_DIR", tmp_path)
+    monkeypatch.delenv("KERAS_TUTORIAL_DATA", raising=False)
+    data = image_data.load_images("auto", limit=200)
+    assert data.name == "digits"
+    assert "MNIST is not available" in data.note
+
+
+@pytest.mark.parametrize("name", EXPECTED_PARAMS)
+def test_every_model_trains_one_short_epoch(name, digits, tmp_path):
+    args = mnist.parse_args(["--epochs", "1", "--batch-size", "64", "--quiet",
+                             "--output-dir", str(tmp_path), "-m", name])
+    result = mnist.train_and_evaluate(models.get_spec(name), digits, args)
+    assert 0.0 <= result.metrics["test_accuracy"] <= 1.0
+    assert len(result.history) == 1
+    for file in ("model.keras", "history.csv", "confusion_matrix.png", "misclassified.png",
+                 "classification_report.txt", "report.html", "accuracy.png"):
+        assert (result.run_dir / file).is_file(), file
+    assert not (result.run_dir / "backup").exists()  # removed once training completes
+
+
+def test_training_learns_digits(digits, tmp_path):
+    args = mnist.parse_args(["--epochs", "8", "--batch-size", "32", "--quiet",
+                             "--output-dir", str(tmp_path)])
+    result = mnist.train_and_evaluate(models.get_spec("mlp_one_layer"), digits, args)
+    assert result.history["loss"].iloc[-1] < result.history["loss"].iloc[0]
+    assert result.metrics["test_accuracy"] > 0.8  # chance is 0.1
+
+
+def test_several_models_make_a_comparison_report(tmp_path, run):
+    result = run("mnist/mnist.py", "-m", "mlp_one_layer", "-m", "le_net", "--dataset", "digits",
+                 "--epochs", "1", "--quiet", "--output-dir", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert "*** dataset digits" in result.stdout
+    (comparison,) = (tmp_path / "mnist").glob("*_comparison")
+    page = (comparison / "report.html").read_text()
+    assert "mlp_one_layer" in page and "le_net" in page
+    assert page.count("data:image/png;base64,") >= 1
+    single = next((tmp_path / "mnist").glob("*_le_net"))
+    page = (single / "report.html").read_text()
+    assert page.count("data:image/png;base64,") >= 4 and 'src="http' not in page
+    record = json.loads((single / "run.json").read_text())
+    assert record["dataset"] == "digits" and "test_accuracy" in record["metrics"]
+
+
+def test_unknown_model_is_one_line_and_exit_2(run, tmp_path):
+    result = run("mnist/mnist.py", "-m", "resnet", "--output-dir", str(tmp_path))
+    assert result.returncode == 2
+    (error,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert "unknown model 'resnet'" in error and "conv_net" in error
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "mnist").exists()
+
+
+def test_list_shows_every_model_with_its_size(run):
+    result = run("mnist/mnist.py", "--list")
+    assert result.returncode == 0
+    for name, params in EXPECTED_PARAMS.items():
+        line = next(line for line in result.stdout.splitlines() if line.startswith(name + " "))
+        assert f"{params:,}" in line
+
+
+def test_resume_continues_after_a_killed_run_with_no_epoch_lost_or_repeated(tmp_path):
+    command = [sys.executable, str(ROOT / "mnist" / "mnist.py"), "-m", "conv_net", "--dataset",
+               "fashion_mnist", "--limit", "6000", "--epochs", "5", "--quiet",
+               "--output-dir", str(tmp_path)]
+    if not datasets.Path("/usr/share/datasets/fashion-mnist").is_dir():
+        command[command.index("fashion_mnist")] = "digits"
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    log = None
+    while time.time() < deadline and process.poll() is None:
+        logs = list((tmp_path / "mnist").glob("*_conv_net/epochs.csv"))
+        if logs and len(logs[0].read_text().splitlines()) >= 2:  # header + one finished epoch
+            log = logs[0]
+            break
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert log is not None, "the first run never finished an epoch"
+    interrupted = len(pd.read_csv(log))
+    if interrupted >= 5:
+        pytest.skip("the first run finished before it could be interrupted")
+    assert (log.parent / "backup").is_dir()
+
+    resumed = subprocess.run(command + ["--resume"], cwd=ROOT, capture_output=True, text=True,
+                             timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    epochs = pd.read_csv(log)["epoch"].tolist()
+    assert epochs == [0, 1, 2, 3, 4]
+    assert pd.read_csv(log.parent / "history.csv")["epoch"].tolist() == [1, 2, 3, 4, 5]
+    assert not (log.parent / "backup").exists()
+
+
+def test_resume_without_an_interrupted_run_is_a_clear_error(run, tmp_path):
+    result = run("mnist/mnist.py", "-m", "conv_net", "--resume", "--dataset", "digits",
+                 "--output-dir", str(tmp_path))
+    assert result.returncode == 2
+    assert "no interrupted conv_net run" in result.stderr
