@@ -23,6 +23,10 @@ from utils import cli  # noqa: E402
 if __name__ == "__main__":
     cli.preselect_backend(sys.argv[1:])  # the backend is fixed when Keras is imported
 
+from utils.quiet import import_keras  # noqa: E402
+
+import_keras()  # load Keras (and TensorFlow) now, minus their native start-up INFO lines
+
 from mnist import data as image_data  # noqa: E402
 from mnist import evaluation, models, training  # noqa: E402
 from utils import report, runs  # noqa: E402
@@ -47,6 +51,8 @@ def parse_args(argv=None):
                         help="optimisation algorithm")
     parser.add_argument("--learning-rate", type=cli.positive_float, default=None,
                         help="step size; None keeps the optimiser's Keras default")
+    parser.add_argument("--schedule", choices=("constant", "cosine"), default="constant",
+                        help="learning rate over the run: constant, or cosine decay to 0")
     parser.add_argument("--augment", action="store_true",
                         help="random rotations, shifts, shear and zoom of the training images")
     parser.add_argument("--resume", nargs="?", const="latest", default=None, metavar="RUN_DIR",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import math
 import time
 from pathlib import Path
 
@@ -56,6 +57,17 @@ def pipeline(x, y, batch_size: int, flat: bool, *, shuffle_seed: int | None = No
     if flat:
         ds = ds.map(lambda images, labels: (tf.reshape(images, (-1, int(np.prod(x.shape[1:])))), labels))
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def make_optimizer(args, steps: int):
+    """The optimiser, with the learning rate fixed or, with ``--schedule cosine``,
+    falling along half a cosine from its start value to 0 over the whole run:
+    big steps while far from a minimum, small ones to settle into it."""
+    optimizer = OPTIMIZERS[args.optimizer]
+    rate = args.learning_rate or optimizer().learning_rate.numpy().item()
+    if args.schedule == "cosine":
+        rate = keras.optimizers.schedules.CosineDecay(rate, decay_steps=steps * args.epochs)
+    return optimizer(learning_rate=rate)
 
 
 def find_resumable(output_dir: Path, model_name: str, explicit: str | None) -> Path:
@@ -120,8 +132,7 @@ def train_and_evaluate(spec: ModelSpec, data: ImageData, args, argv=None) -> run
     resume_dir = find_resumable(args.output_dir, spec.name, args.resume) if args.resume else None
     run = runs.Run(CHAPTER, spec.name, args, argv, run_dir=resume_dir)
     model = spec.build(data.image_shape, len(data.class_names))
-    optimizer_kwargs = {"learning_rate": args.learning_rate} if args.learning_rate else {}
-    model.compile(optimizer=OPTIMIZERS[args.optimizer](**optimizer_kwargs),
+    model.compile(optimizer=make_optimizer(args, steps=math.ceil(len(data.x_train) / args.batch_size)),
                   loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     if not args.quiet:
         print(f"\n=== {spec.name}: {spec.description}")
@@ -186,7 +197,8 @@ def write_run_report(result: runs.RunResult, spec: ModelSpec, data: ImageData, a
     folder = result.run_dir
     hyper = {"model": spec.name, "dataset": data.name, "dataset note": data.note or "-",
              "epochs": args.epochs, "batch size": args.batch_size, "optimizer": args.optimizer,
-             "learning rate": args.learning_rate or "Keras default", "augment": args.augment,
+             "learning rate": args.learning_rate or "Keras default", "schedule": args.schedule,
+             "augment": args.augment,
              "seed": args.seed, "backend": keras.backend.backend()}
     return report.write_report(folder / "report.html", f"{spec.name} on {data.name}", [
         ("Test metrics", report.key_values(result.metrics)),

@@ -17,7 +17,7 @@ from .conftest import ROOT
 EXPECTED_PARAMS = {
     "mlp_one_layer": 407_050, "mlp_two_layers": 669_706, "mlp_two_layers_dropout": 669_706,
     "conv_net": 93_322, "conv_net_dropout": 93_322, "conv_net_batch_norm": 93_706,
-    "conv_net_l1": 93_322, "conv_net_l2": 93_322, "le_net": 61_706, "wide_conv_net": 871_978,
+    "conv_net_l1": 93_322, "conv_net_l2": 93_322, "le_net": 61_706, "best_conv_net": 391_850,
 }
 
 
@@ -150,3 +150,17 @@ def test_resume_without_an_interrupted_run_is_a_clear_error(run, tmp_path):
                  "--output-dir", str(tmp_path))
     assert result.returncode == 2
     assert "no interrupted conv_net run" in result.stderr
+
+
+def test_cosine_schedule_falls_from_the_start_rate_to_zero():
+    from mnist import training
+
+    args = mnist.parse_args(["--schedule", "cosine", "--epochs", "4", "--learning-rate", "0.01"])
+    optimizer = training.make_optimizer(args, steps=25)
+    assert float(optimizer.learning_rate) == pytest.approx(0.01)
+    optimizer.iterations.assign(50)  # half-way through 4 epochs of 25 steps
+    assert float(optimizer.learning_rate) == pytest.approx(0.005, rel=1e-3)
+    optimizer.iterations.assign(100)
+    assert float(optimizer.learning_rate) == pytest.approx(0.0, abs=1e-6)
+    constant = training.make_optimizer(mnist.parse_args(["--optimizer", "sgd"]), steps=25)
+    assert float(constant.learning_rate) == pytest.approx(0.01)  # SGD's Keras default

@@ -111,20 +111,26 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescrip
 def make_parser(
     description: str,
     *,
-    epochs: int,
-    batch_size: int,
+    epochs: int | None,
+    batch_size: int | None,
     seed: int = 0,
     epilog: str | None = None,
 ) -> argparse.ArgumentParser:
-    """A parser holding the common flags; the chapter adds its own after."""
+    """A parser holding the common flags; the chapter adds its own after.
+
+    A script that trains nothing (it only predicts or inspects) passes
+    ``epochs=None`` and/or ``batch_size=None`` to leave those flags out.
+    """
     parser = argparse.ArgumentParser(
         description=description, epilog=epilog, formatter_class=_HelpFormatter
     )
     common = parser.add_argument_group("common options")
-    common.add_argument("--epochs", type=positive_int, default=epochs,
-                        help="passes over the training data")
-    common.add_argument("--batch-size", type=positive_int, default=batch_size,
-                        help="samples per weight update")
+    if epochs is not None:
+        common.add_argument("--epochs", type=positive_int, default=epochs,
+                            help="passes over the training data")
+    if batch_size is not None:
+        common.add_argument("--batch-size", type=positive_int, default=batch_size,
+                            help="samples per weight update")
     common.add_argument("--seed", type=int, default=seed,
                         help="seed for Python, NumPy and the backend (keras.utils.set_random_seed)")
     common.add_argument("--output-dir", type=Path, default=DEFAULT_OUTPUT_DIR,

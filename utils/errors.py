@@ -24,3 +24,19 @@ class BackendError(TutorialError):
 
 class ChurnDataError(TutorialError):
     """A churn CSV (or a customer given to ``--predict``) does not fit the expected table."""
+
+
+class WeightsNotAvailableError(TutorialError):
+    """Pretrained weights are neither in the Keras cache nor downloadable, or do not load."""
+
+
+class ImageReadError(TutorialError):
+    """A file given as an image is missing, unreadable or not an image."""
+
+
+class ShapeMismatchError(TutorialError):
+    """A layer's shape or parameter count computed by hand disagrees with Keras."""
+
+
+class ModelLoadError(TutorialError):
+    """A saved model (file, run folder or application weights) cannot be found or loaded."""

@@ -1,8 +1,9 @@
 """Keep TensorFlow's native start-up chatter off the learner's screen.
 
-``TF_CPP_MIN_LOG_LEVEL`` (set in ``utils/__init__``) silences TensorFlow when
-it loads alone, but once JAX's native library is in the same process the
-lines below reach stderr anyway, written by C++ straight to file descriptor 2:
+``TF_CPP_MIN_LOG_LEVEL`` (set in ``utils/__init__``) silences most of
+TensorFlow's logging, but not the lines it writes before its logger is set up
+(more of them when JAX's native library shares the process); C++ writes them
+straight to file descriptor 2:
 
     WARNING: All log messages before absl::InitializeLog() is called are written to STDERR
     I0000 00:00:... port.cc:153] oneDNN custom operations are on. ...
@@ -23,7 +24,9 @@ import tempfile
 
 NOISE = re.compile(r"^(WARNING: All log messages before absl::InitializeLog\(\)"
                    r"|I\d{4} \d\d:\d\d:\d\d"  # absl INFO lines
-                   r"|To enable the following instructions: )")
+                   r"|To enable the following instructions: "
+                   # a machine without an NVIDIA driver: harmless, the CPU is used
+                   r"|E\d{4} \d\d:\d\d:\d+\.\d+ +\d+ cuda_platform\.cc:\d+\] failed call to cuInit)")
 
 
 @contextlib.contextmanager
@@ -63,5 +66,9 @@ def import_keras():
         import keras
 
         if importlib.util.find_spec("tensorflow") is not None:
-            import tensorflow  # noqa: F401
+            import tensorflow
+
+            # Probing the devices now, inside the filter, moves TensorFlow's
+            # "failed call to cuInit" (no GPU driver) here, where it is dropped.
+            tensorflow.config.list_physical_devices("GPU")
     return keras

@@ -22,7 +22,10 @@ from utils import cli  # noqa: E402
 if __name__ == "__main__":
     cli.preselect_backend(sys.argv[1:])  # the backend is fixed when Keras is imported
 
-import keras  # noqa: E402
+from utils.quiet import import_keras  # noqa: E402
+
+keras = import_keras()  # `import keras`, minus TensorFlow's native start-up INFO lines
+
 import numpy as np  # noqa: E402
 
 from utils import plots, runs  # noqa: E402

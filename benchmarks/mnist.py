@@ -1,0 +1,126 @@
+"""MNIST chapter: the naive Keras 3 port against the chapter's training, one process.
+
+For each model, both variants train on the same images for the same epochs
+with batch size 256 and adam:
+
+- naive: the seed's way, NumPy arrays, one-hot labels, ``model.fit`` with the
+  test set as validation data;
+- chapter: ``mnist/training.py``'s tf.data pipeline (shuffled, prefetched),
+  integer labels, a validation split apart from the test set.
+
+Reported: median seconds per epoch, samples per second, and the training time
+until test accuracy first reaches the target (the test set is scored after
+every epoch here only to time that; the chapter itself scores it once).
+
+    python benchmarks/mnist.py [-m conv_net -m best_conv_net] [--epochs 8] [--target 0.90]
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from utils import cli  # noqa: E402
+
+if __name__ == "__main__":
+    cli.preselect_backend(sys.argv[1:])
+
+import keras  # noqa: E402
+
+from mnist import data as image_data  # noqa: E402
+from mnist import models, training  # noqa: E402
+from utils import runs  # noqa: E402
+from utils.callbacks import EpochTimer  # noqa: E402
+
+
+class TestAccuracy(keras.callbacks.Callback):
+    """Scores the test set after each epoch, outside the epoch's timed span."""
+
+    def __init__(self, test_data):
+        super().__init__()
+        self.test_data, self.accuracy = test_data, []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.accuracy.append(float(self.model.evaluate(self.test_data, verbose=0)[1]))
+
+
+def time_to(target: float, seconds: list[float], accuracy: list[float]) -> str:
+    elapsed = 0.0
+    for epoch, (s, a) in enumerate(zip(seconds, accuracy), start=1):
+        elapsed += s
+        if a >= target:
+            return f"{elapsed:.0f} s (epoch {epoch})"
+    return f"not reached in {len(seconds)} epochs"
+
+
+def naive(spec, data, epochs, batch_size, seed):
+    keras.utils.set_random_seed(seed)
+    model = spec.build(data.image_shape, 10)
+    model.compile(optimizer="adam", loss="categorical_crossentropy", metrics=["accuracy"])
+    shape = (-1, 784) if spec.flat_input else (-1, 28, 28, 1)
+    x, x_test = data.x_train.reshape(shape), data.x_test.reshape(shape)
+    y, y_test = keras.utils.to_categorical(data.y_train, 10), keras.utils.to_categorical(data.y_test, 10)
+    timer = EpochTimer()
+    history = model.fit(x, y, batch_size=batch_size, epochs=epochs, validation_data=(x_test, y_test),
+                        callbacks=[timer], verbose=0)
+    return history.history["epoch_seconds"], history.history["val_accuracy"]
+
+
+def chapter(spec, data, epochs, batch_size, seed):
+    keras.utils.set_random_seed(seed)
+    model = spec.build(data.image_shape, 10)
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    train = training.pipeline(data.x_train, data.y_train, batch_size, spec.flat_input, shuffle_seed=seed)
+    val = training.pipeline(data.x_val, data.y_val, batch_size, spec.flat_input)
+    test = training.pipeline(data.x_test, data.y_test, batch_size, spec.flat_input)
+    # EpochTimer's span ends before TestAccuracy scores the test set.
+    scorer = TestAccuracy(test)
+    history = model.fit(train, validation_data=val, epochs=epochs, callbacks=[EpochTimer(), scorer],
+                        verbose=0, shuffle=False)
+    return history.history["epoch_seconds"], scorer.accuracy
+
+
+def main(argv=None) -> int:
+    parser = cli.make_parser(__doc__.splitlines()[0], epochs=8, batch_size=256)
+    parser.add_argument("-m", "--model", action="append", metavar="NAME",
+                        help="models to time (default: conv_net and best_conv_net)")
+    parser.add_argument("--dataset", choices=image_data.DATASETS, default="fashion_mnist",
+                        help="dataset to train on")
+    parser.add_argument("--target", type=float, default=0.90, help="test accuracy to time")
+    args = parser.parse_args(argv)
+    names = args.model or ["conv_net", "best_conv_net"]
+    specs = [models.get_spec(n) for n in names]
+    run = runs.Run("benchmarks", "mnist", args, argv)
+    data = image_data.load_images(args.dataset, seed=args.seed)
+    print(data.describe(), flush=True)
+    rows = []
+    for spec in specs:
+        for label, variant in (("naive port", naive), ("chapter", chapter)):
+            seconds, accuracy = variant(spec, data, args.epochs, args.batch_size, args.seed)
+            median = statistics.median(seconds)
+            rows.append({"model": spec.name, "variant": label, "s/epoch": median,
+                         "samples/s": len(data.x_train) / median,
+                         "time to target": time_to(args.target, seconds, accuracy),
+                         "final test accuracy": accuracy[-1]})
+            print(rows[-1], flush=True)
+    device = runs.device_info()
+    lines = [f"{data.name}, {len(data.x_train):,} training images, batch {args.batch_size}, "
+             f"{args.epochs} epochs, {keras.backend.backend()} backend, "
+             f"{device['cpu_count']} x {device['cpu']}",
+             "", f"| model | variant | median s/epoch | samples/s | time to {args.target:.2f} test accuracy "
+             "| final test accuracy |", "|---|---|---|---|---|---|"]
+    lines += [f"| {r['model']} | {r['variant']} | {r['s/epoch']:.2f} | {r['samples/s']:,.0f} | "
+              f"{r['time to target']} | {r['final test accuracy']:.4f} |" for r in rows]
+    report = "\n".join(lines)
+    print("\n" + report)
+    run.path("results.md").write_text(report + "\n")
+    run.finish(metrics={f"{r['model']}/{r['variant']}": r["s/epoch"] for r in rows}, rows=rows)
+    print(f"\nwritten to {run.dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,268 @@
+"""Load and reliability test of the prediction service (serving/app.py).
+
+For each model-running mode (batch, thread, inline; see serving/predictor.py)
+it starts the real server on 127.0.0.1, sends a fixed number of /predict
+requests from concurrent clients, mixing valid images and JSON with every kind
+of bad request, then stops the server. Meanwhile a probe asks /health every
+100 ms: its latency shows whether model calls stall the event loop.
+
+The bar: every answer has the status its request deserves, no 5xx, no request
+lost (a connection error or timeout), and no traceback in the server log.
+
+    python benchmarks/serving_load.py                       # 2,000 requests, 16 clients, 3 modes
+    python benchmarks/serving_load.py --modes batch --requests 500
+
+The model is an untrained conv_net from the MNIST chapter by default: its
+weights do not change what a request costs. ``--model`` serves a real run,
+``--application mobilenet_v2`` a much slower ImageNet network.
+The load generator runs on the same machine, so it competes with the server
+for the CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import httpx  # noqa: E402
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from utils import ROOT, cli  # noqa: E402
+
+MODES = ("batch", "thread", "inline")
+LIMIT_MB = 1.0
+
+
+def payloads(seed: int = 0, images_only: bool = False) -> list[tuple[str, int, dict]]:
+    """(kind, expected status, httpx.post keyword arguments), in the order they rotate.
+
+    ``images_only`` (for the ImageNet applications, whose JSON input would be
+    150,528 numbers) swaps the valid JSON request for another photo."""
+    rng = np.random.default_rng(seed)
+    digit = np.zeros((28, 28), "uint8")
+    digit[6:22, 12:16] = 255  # a "1", white on black, MNIST-sized
+    noise = rng.integers(0, 255, (28, 28), dtype="uint8")
+
+    def encoded(image: Image.Image, fmt: str) -> bytes:
+        buffer = io.BytesIO()
+        image.save(buffer, fmt)
+        return buffer.getvalue()
+
+    small_png = encoded(Image.fromarray(digit), "PNG")
+    photo = encoded(Image.fromarray(255 - digit).resize((640, 480)).convert("RGB"), "JPEG")  # ink on paper
+    corrupt = encoded(Image.fromarray(noise), "PNG")[:60]
+    too_large = b"\0" * int(LIMIT_MB * 2**20 * 1.5)
+    as_json = [(digit / 255.0).tolist()]
+    valid = [
+        ("png 28x28", 200, {"files": {"image": ("d.png", small_png, "image/png")}}),
+        ("jpeg 640x480", 200, {"files": {"image": ("d.jpg", photo, "image/jpeg")}}),
+        ("json (1,28,28)", 200, {"json": as_json}) if not images_only else
+        ("jpeg 640x480", 200, {"files": {"image": ("d.jpg", photo, "image/jpeg")}}),
+    ]
+    bad = [
+        ("no file", 422, {"files": {"note": (None, "no image here")}}),
+        ("not an image", 415, {"files": {"image": ("x.png", b"just some text", "image/png")}}),
+        ("corrupt png", 400, {"files": {"image": ("x.png", corrupt, "image/png")}}),
+        ("too large", 413, {"files": {"image": ("x.png", too_large, "image/png")}}),
+        ("wrong json shape", 422, {"json": [[1.0, 2.0, 3.0]]}),
+    ]
+    return valid * 3 + bad  # 9 valid : 5 bad
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def start_server(source: list[str], mode: str, port: int, log: Path) -> subprocess.Popen:
+    command = [sys.executable, str(ROOT / "serving" / "app.py"), *source, "--port", str(port),
+               "--host", "127.0.0.1", "--batching", mode, "--quiet", "--max-upload-mb", str(LIMIT_MB)]
+    return subprocess.Popen(command, cwd=ROOT, stdout=log.open("w"), stderr=subprocess.STDOUT,
+                            env={**os.environ, "KERAS_TUTORIAL_OFFLINE": "1"})
+
+
+def wait_healthy(server: subprocess.Popen, base: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"the server exited with code {server.returncode} while starting")
+        try:
+            if httpx.get(f"{base}/health", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.25)
+    raise RuntimeError(f"the server did not answer /health within {timeout:.0f} s")
+
+
+async def load(base: str, requests: int, clients: int, max_seconds: float, images_only: bool) -> dict:
+    schedule = payloads(images_only=images_only)
+    results: list[tuple[str, int, int | None, float]] = []  # kind, expected, status (None: lost), s
+    health: list[float] = []
+    next_index = 0
+    deadline = time.monotonic() + max_seconds
+    limits = httpx.Limits(max_connections=clients + 1)
+    async with httpx.AsyncClient(base_url=base, timeout=30, limits=limits) as http:
+
+        async def client():
+            nonlocal next_index
+            while next_index < requests and time.monotonic() < deadline:
+                kind, expected, kwargs = schedule[next_index % len(schedule)]
+                next_index += 1
+                start = time.perf_counter()
+                try:
+                    status = (await http.post("/predict", **kwargs)).status_code
+                except httpx.HTTPError:
+                    status = None
+                results.append((kind, expected, status, time.perf_counter() - start))
+
+        async def probe():
+            while not done.is_set():
+                start = time.perf_counter()
+                try:
+                    await http.get("/health")
+                    health.append(time.perf_counter() - start)
+                except httpx.HTTPError:
+                    health.append(float("inf"))
+                await asyncio.sleep(0.1)
+
+        done = asyncio.Event()
+        prober = asyncio.create_task(probe())
+        start = time.perf_counter()
+        await asyncio.gather(*(client() for _ in range(clients)))
+        elapsed = time.perf_counter() - start
+        done.set()
+        await prober
+        info = (await http.get("/model")).json()
+        final_health = (await http.get("/health")).status_code
+    valid = [t for kind, expected, status, t in results if expected == 200 and status == 200]
+    return {
+        "sent": len(results), "not_sent": requests - len(results), "seconds": elapsed,
+        "throughput": len(results) / elapsed,
+        "valid_p50_ms": 1000 * float(np.percentile(valid, 50)) if valid else float("nan"),
+        "valid_p99_ms": 1000 * float(np.percentile(valid, 99)) if valid else float("nan"),
+        "health_p99_ms": 1000 * float(np.percentile(health, 99)) if health else float("nan"),
+        "server_errors": sum(1 for *_, status, _ in results if status is not None and status >= 500),
+        "wrong_status": sum(1 for _, expected, status, _ in results if status is not None
+                            and status != expected),
+        "lost": sum(1 for *_, status, _ in results if status is None),
+        "mean_batch": info["inputs_predicted"] / max(info["model_calls"], 1),
+        "final_health": final_health,
+    }
+
+
+def stop(server: subprocess.Popen) -> int:
+    if server.poll() is None:
+        server.send_signal(signal.SIGINT)  # uvicorn finishes open requests and exits
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+    return server.returncode
+
+
+def prepare_model(args, folder: Path) -> tuple[list[str], str]:
+    """The server's model flags, and how to describe the model in the results."""
+    if args.application:
+        return (["--application", args.application, "--weights", "none"],
+                f"{args.application} with random weights (the cost of a request does not depend on them)")
+    if args.model:
+        return ["--model", args.model], args.model
+    from utils.quiet import import_keras
+
+    keras = import_keras()  # only when a model has to be built
+    from mnist import models
+
+    keras.utils.set_random_seed(0)
+    path = folder / f"{args.model_name}.keras"
+    models.build_model(args.model_name).save(path)
+    return ["--model", str(path)], f"untrained {args.model_name} from the MNIST chapter"
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--requests", type=cli.positive_int, default=2000, help="requests per mode")
+    parser.add_argument("--clients", type=cli.positive_int, default=16, help="concurrent clients")
+    parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES),
+                        help="server modes to measure, one server each")
+    parser.add_argument("--model", default=None, help="a .keras file or run folder to serve")
+    parser.add_argument("--model-name", default="conv_net",
+                        help="without --model: the MNIST-chapter model to build untrained")
+    parser.add_argument("--application", choices=("mobilenet_v2", "resnet50"), default=None,
+                        help="serve this ImageNet network (random weights) instead: a slow model")
+    parser.add_argument("--max-seconds", type=cli.positive_float, default=120,
+                        help="stop sending after this long, per mode (unsent requests are reported)")
+    parser.add_argument("--rounds", type=cli.positive_int, default=1,
+                        help="measure every mode this many times, alternating the order")
+    parser.add_argument("--startup-seconds", type=cli.positive_float, default=90,
+                        help="how long a server may take to answer /health")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    command = shlex.join(["python", "benchmarks/serving_load.py", *(sys.argv[1:] if argv is None else argv)])
+    rows, ok = [], True
+    with tempfile.TemporaryDirectory() as tmp:
+        source, described = prepare_model(args, Path(tmp))
+        # Other work on the machine changes over minutes: later rounds reverse the
+        # order of the modes, so no mode always runs in the same slot.
+        order = [(r + 1, m) for r in range(args.rounds) for m in (args.modes if r % 2 == 0
+                                                                  else args.modes[::-1])]
+        for round_number, mode in order:
+            port = free_port()
+            log = Path(tmp) / f"server-{mode}.log"
+            server = start_server(source, mode, port, log)
+            base = f"http://127.0.0.1:{port}"
+            try:
+                wait_healthy(server, base, args.startup_seconds)
+                result = asyncio.run(load(base, args.requests, args.clients, args.max_seconds,
+                                          images_only=bool(args.application)))
+            except RuntimeError as err:
+                print(f"{mode}: {err}\n{log.read_text()[-2000:]}", file=sys.stderr)
+                stop(server)
+                return 1
+            code = stop(server)
+            tracebacks = log.read_text().count("Traceback")
+            result.update(mode=mode, round=round_number, exit_code=code, tracebacks=tracebacks,
+                          load_average=os.getloadavg()[0])
+            rows.append(result)
+            ok &= (result["server_errors"] == result["lost"] == result["wrong_status"] == result["not_sent"]
+                   == tracebacks == 0 and result["final_health"] == 200)
+            print(f"round {round_number}, {mode}: {result['sent']} requests in {result['seconds']:.1f} s, "
+                  f"load average after {result['load_average']:.1f}", flush=True)
+
+    print(f"\nmodel: {described}; {args.requests} requests per mode from {args.clients} clients, "
+          f"9 valid : 5 bad; request limit {LIMIT_MB} MB")
+    print("| mode | round | requests | throughput (req/s) | valid p50 (ms) | valid p99 (ms) "
+          "| /health p99 (ms) | mean batch | 5xx | wrong status | lost | tracebacks |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in sorted(rows, key=lambda r: (args.modes.index(r["mode"]), r["round"])):
+        print(f"| {r['mode']} | {r['round']} | {r['sent']} | {r['throughput']:.0f} | "
+              f"{r['valid_p50_ms']:.0f} | {r['valid_p99_ms']:.0f} | {r['health_p99_ms']:.0f} | "
+              f"{r['mean_batch']:.1f} | "
+              f"{r['server_errors']} | {r['wrong_status']} | {r['lost'] + r['not_sent']} | "
+              f"{r['tracebacks']} |")
+    print(f"\ncommand: {command}")
+    print("bar met: no 5xx, no lost request, every status as expected" if ok else "BAR NOT MET")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

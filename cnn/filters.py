@@ -1,0 +1,179 @@
+"""What a trained convolutional network looks for: its first-layer filters and feature maps.
+
+Give it a run folder of the MNIST chapter (or any ``model.keras`` that takes
+28x28x1 images). It draws
+
+* ``filters.png``: every 3x3 (or 5x5) kernel of the first convolution, blue for
+  negative weights, red for positive: most become small edge and stroke detectors;
+* ``feature_maps.png``: one test image and what each convolution makes of it,
+  one small picture per filter: bright where that filter found its pattern.
+
+    python mnist/mnist.py -m conv_net --dataset digits --epochs 10
+    python cnn/filters.py outputs/mnist/<run folder>
+    python cnn/filters.py outputs/mnist/<run folder> --index 7 --output-dir /tmp/pictures
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # so `utils` imports from any folder
+
+from utils import cli  # noqa: E402
+
+if __name__ == "__main__":
+    cli.preselect_backend(sys.argv[1:])  # the backend is fixed when Keras is imported
+
+from utils.quiet import import_keras  # noqa: E402
+
+keras = import_keras()
+
+import numpy as np  # noqa: E402
+
+from mnist import data as image_data  # noqa: E402
+from utils.errors import TutorialError  # noqa: E402
+from utils.plots import plt  # noqa: E402
+
+MAX_MAPS = 32  # feature maps drawn per layer; deeper layers have more than fit on a page
+
+
+def load_run(path: Path):
+    """(model, dataset name) from a run folder or a .keras file (dataset from run.json when present)."""
+    path = Path(path)
+    model_file = path / "model.keras" if path.is_dir() else path
+    if not model_file.is_file():
+        raise TutorialError(f"{model_file} does not exist: give a run folder holding model.keras "
+                            "(e.g. outputs/mnist/<time>_conv_net) or the .keras file itself")
+    try:
+        model = keras.saving.load_model(model_file, compile=False)
+    except Exception as err:  # Keras raises several types for a file it cannot read
+        raise TutorialError(f"cannot load {model_file} ({type(err).__name__}: "
+                            f"{str(err).splitlines()[0][:120]})") from None
+    record = model_file.parent / "run.json"
+    dataset = json.loads(record.read_text()).get("dataset") if record.is_file() else None
+    return model, dataset
+
+
+def conv_layers(model) -> list:
+    convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+    if not convs:
+        raise TutorialError(f"{model.name} has no convolutional layer (an MLP?): nothing to draw; "
+                            "train a conv_net, le_net or similar first")
+    return convs
+
+
+def plot_filters(layer, path: Path, title: str) -> Path:
+    """Each kernel of a convolution over a one-channel image, on a shared colour scale."""
+    kernels = keras.ops.convert_to_numpy(layer.kernel)  # (kh, kw, channels in, filters)
+    if kernels.shape[2] != 1:
+        kernels = kernels.mean(axis=2, keepdims=True)  # several input channels: show their mean
+    n = kernels.shape[-1]
+    cols = min(8, n)
+    rows = math.ceil(n / cols)
+    limit = float(np.abs(kernels).max()) or 1.0
+    fig, axes = plt.subplots(rows, cols, figsize=(1.2 * cols, 1.2 * rows + 0.6), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i < n:
+            ax.imshow(kernels[:, :, 0, i], cmap="bwr", vmin=-limit, vmax=limit)
+            ax.set_title(str(i), fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
+
+
+def feature_maps(model, image: np.ndarray) -> list[tuple[str, np.ndarray]]:
+    """The output of every convolution for one image: (layer name, array (h, w, filters))."""
+    convs = conv_layers(model)
+    probe = keras.Model(model.inputs, [layer.output for layer in convs])
+    outputs = probe.predict(image[np.newaxis], verbose=0)
+    outputs = outputs if isinstance(outputs, list) else [outputs]
+    return [(layer.name, out[0]) for layer, out in zip(convs, outputs)]
+
+
+def plot_feature_maps(image: np.ndarray, maps, path: Path, title: str) -> Path:
+    """The input image in the first row, then a block of maps per convolution, labelled on the left."""
+    width = 8
+    rows_per_layer = [math.ceil(min(m.shape[-1], MAX_MAPS) / width) for _, m in maps]
+    total_rows = 1 + sum(rows_per_layer)
+    fig, axes = plt.subplots(total_rows, width + 1, figsize=(1.1 * (width + 1), 1.15 * total_rows + 0.6),
+                             squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    axes[0, 0].imshow(image[..., 0], cmap="gray_r")
+    axes[0, 0].set_title("input 28x28x1", fontsize=7)
+    row = 1
+    for (name, m), n_rows in zip(maps, rows_per_layer):
+        h, w, filters = m.shape
+        shown = min(filters, MAX_MAPS)
+        axes[row, 0].text(0.5, 0.5, f"{name}\n{h}x{w}x{filters}" + (f"\n(first {shown})" if shown < filters
+                                                                    else ""),
+                          ha="center", va="center", fontsize=7, transform=axes[row, 0].transAxes)
+        for i in range(shown):
+            ax = axes[row + i // width, 1 + i % width]
+            ax.imshow(m[:, :, i], cmap="viridis")
+            ax.set_title(str(i), fontsize=6)
+        row += n_rows
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
+
+
+def test_image(dataset: str | None, index: int, seed: int = 0):
+    """One test image (28, 28, 1) and its class name, from the run's own dataset."""
+    data = image_data.load_images(dataset or "auto", seed=seed)
+    if not 0 <= index < len(data.x_test):
+        raise TutorialError(f"--index {index}: the {data.name} test set has images 0-{len(data.x_test) - 1}")
+    return data.x_test[index], data.class_names[data.y_test[index]], data.name
+
+
+def parse_args(argv=None):
+    parser = cli.make_parser(__doc__.split("\n\n")[0], epochs=None, batch_size=None)
+    parser.add_argument("run_dir", type=Path, metavar="RUN",
+                        help="a run folder with model.keras (and run.json), or a .keras file")
+    parser.add_argument("--index", type=int, default=0, help="which test image to follow through the net")
+    parser.add_argument("--dataset", choices=image_data.DATASETS, default=None,
+                        help="test images to use (default: the run's own dataset from run.json)")
+    args = parser.parse_args(argv)
+    args.output_explicit = "--output-dir" in (argv if argv is not None else sys.argv[1:])
+    return args
+
+
+@cli.friendly_errors
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    cli.select_backend(args.backend)
+    model, dataset = load_run(args.run_dir)
+    convs = conv_layers(model)
+    if tuple(model.inputs[0].shape[1:]) != (28, 28, 1):
+        raise TutorialError(f"{model.name} takes {tuple(model.inputs[0].shape[1:])} inputs; filters.py "
+                            "shows 28x28x1 (MNIST-style) models")
+    image, label, dataset = test_image(args.dataset or dataset, args.index, args.seed)
+    # Pictures go next to the model unless --output-dir says otherwise.
+    folder = args.output_dir if args.output_explicit else (
+        args.run_dir if args.run_dir.is_dir() else args.run_dir.parent)
+    folder.mkdir(parents=True, exist_ok=True)
+    first = convs[0]
+    kh, kw = first.kernel_size
+    plot_filters(first, folder / "filters.png",
+                 f"{model.name}: the {first.filters} {kh}x{kw} filters of {first.name}")
+    maps = feature_maps(model, image)
+    plot_feature_maps(image, maps, folder / "feature_maps.png",
+                      f"{model.name}: feature maps of {dataset} test image {args.index} ({label})")
+    for name, m in maps:
+        strongest = np.argsort(-m.mean(axis=(0, 1)))[:3]
+        print(f"{name:<12} {'x'.join(map(str, m.shape))}   most active filters: "
+              f"{', '.join(map(str, strongest))}")
+    print(f"wrote {folder / 'filters.png'} and {folder / 'feature_maps.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
