@@ -25,7 +25,10 @@ from utils import cli  # noqa: E402
 if __name__ == "__main__":
     cli.preselect_backend(sys.argv[1:])  # the backend is fixed when Keras is imported
 
-import keras  # noqa: E402
+from utils.quiet import import_keras  # noqa: E402
+
+keras = import_keras()  # `import keras`, minus TensorFlow's native start-up INFO lines
+
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
@@ -129,11 +132,7 @@ def parse_args(argv: list[str] | None = None):
     net = parser.add_argument_group("networks")
     net.add_argument("--cells", choices=list(models.CELLS), nargs="+", default=list(models.CELLS),
                      help="cells to train, in this order")
-    net.add_argument("--units", type=cli.positive_int, nargs="+", default=[32], metavar="UNITS",
-                     help="units per recurrent layer; several numbers stack layers")
-    net.add_argument("--learning-rate", type=cli.positive_float, default=1e-3, help="Adam step size")
-    net.add_argument("--patience", type=cli.positive_int, default=8,
-                     help="epochs without a better validation loss before training stops early")
+    models.add_network_arguments(net)
     return data.one_line_errors(parser).parse_args(argv)
 
 

@@ -68,6 +68,17 @@ def expected_params(name: str, input_shape: tuple[int, int], units: tuple[int, .
     return total + fan_in + 1  # the Dense output: one weight per unit plus a bias
 
 
+def add_network_arguments(group) -> None:
+    """The training flags forecast.py and compare_cells.py share."""
+    from utils import cli
+
+    group.add_argument("--units", type=cli.positive_int, nargs="+", default=[32], metavar="UNITS",
+                       help="units per recurrent layer; several numbers stack layers, e.g. --units 64 32")
+    group.add_argument("--learning-rate", type=cli.positive_float, default=1e-3, help="Adam step size")
+    group.add_argument("--patience", type=cli.positive_int, default=8,
+                       help="epochs without a better validation loss before training stops early")
+
+
 def train(model: keras.Model, windows, *, epochs: int, batch_size: int, seed: int, learning_rate: float,
           patience: int, verbose: bool, label: str = "") -> tuple[keras.callbacks.History, float]:
     """Fit on the training windows, stopping when validation loss stops improving.

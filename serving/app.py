@@ -32,6 +32,10 @@ from utils import cli  # noqa: E402
 if __name__ == "__main__":
     cli.preselect_backend(sys.argv[1:])  # the backend is fixed when Keras is imported
 
+from utils.quiet import import_keras  # noqa: E402
+
+import_keras()  # load Keras (and TensorFlow) now, minus their native start-up INFO lines
+
 from fastapi import FastAPI, Query, Request  # noqa: E402
 from fastapi.responses import JSONResponse  # noqa: E402
 from starlette.concurrency import run_in_threadpool  # noqa: E402
