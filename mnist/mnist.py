@@ -30,6 +30,7 @@ import_keras()  # load Keras (and TensorFlow) now, minus their native start-up I
 from mnist import data as image_data  # noqa: E402
 from mnist import evaluation, models, training  # noqa: E402
 from utils import report, runs  # noqa: E402
+from utils.errors import TutorialError  # noqa: E402
 
 build_model = models.build_model
 load_data = image_data.load_images
@@ -108,7 +109,7 @@ def main(argv=None) -> int:
         return 0
     names = model_names(args.model)
     if args.resume and len(names) > 1:
-        raise cli.TutorialError("--resume continues one model's run: name exactly one with -m")
+        raise TutorialError("--resume continues one model's run: name exactly one with -m")
     data = load_data(args.dataset, args.data_dir, seed=args.seed, limit=args.limit)
     print(f"*** {data.describe()}" + (f"\n*** {data.note}" if data.note else ""), flush=True)
     results = {}

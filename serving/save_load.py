@@ -36,6 +36,7 @@ import numpy as np  # noqa: E402
 
 from serving import loading  # noqa: E402
 from utils import runs  # noqa: E402
+from utils.errors import TutorialError  # noqa: E402
 from xor import xor  # noqa: E402
 
 CHAPTER = "serving"
@@ -249,7 +250,7 @@ def load_data(args):
         model = loading.load_keras_model(file, safe_mode=not args.unsafe, compile=True)
         shape = tuple(model.input_shape[1:])
         if None in shape:
-            raise cli.TutorialError(f"{file} takes inputs of shape {shape}; the checks need a fixed shape")
+            raise TutorialError(f"{file} takes inputs of shape {shape}; the checks need a fixed shape")
         x = np.random.default_rng(args.seed).uniform(0, 1, (16, *shape)).astype("float32")
         return model, x, None, f"loaded from {runs.shown_path(file)}"
     x, y = xor.load_data()

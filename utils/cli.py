@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from utils import ROOT
-from utils.errors import BackendError, TutorialError  # noqa: F401  (re-exported for chapters)
+from utils.errors import BackendError, TutorialError
 
 BACKENDS = ("tensorflow", "jax", "torch")
 DEFAULT_OUTPUT_DIR = ROOT / "outputs"
