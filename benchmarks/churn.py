@@ -39,30 +39,49 @@ sys.path.insert(0, str(ROOT))
 BATCH_SIZE = 10  # the seed's recipe; not a flag, so every case compares the same thing
 
 
+def load_arrays(path=None):
+    """The chapter's split, encoded: ``(x_train, y_train), (x_val, y_val), (x_test, y_test)``
+    with 7,200 / 800 / 2,000 rows of 11 features and a (rows, 1) target."""
+    from mlp import data
+
+    frame, _ = data.load_table(path)
+    train, validation, test = data.split(frame)
+    preprocessor = data.make_preprocessor()
+    fitted = data.features_and_target(preprocessor, train, fit=True)  # encoding learnt on train only
+    return fitted, data.features_and_target(preprocessor, validation), \
+        data.features_and_target(preprocessor, test)
+
+
+def train_case(case: str, model, train, validation, *, epochs: int, seed: int, callbacks=()) -> None:
+    """Train a compiled ``model`` the ``case`` way: "naive" (``model.fit`` on NumPy arrays, no
+    validation) or "recipe" (``mlp.training.fit``, validation included). Keras must be imported."""
+    from mlp import training
+
+    x_train, y_train = train
+    if case == "naive":
+        model.fit(x_train, y_train, batch_size=BATCH_SIZE, epochs=epochs, verbose=0,
+                  callbacks=list(callbacks))
+    else:
+        training.fit(model, x_train, y_train, epochs=epochs, batch_size=BATCH_SIZE, seed=seed,
+                     validation_data=validation, callbacks=callbacks)
+
+
 def worker(args) -> dict:
     """Train one case in this process (its backend already chosen); return timings and accuracies."""
     from utils.quiet import import_keras
 
     keras = import_keras()
-    from mlp import data, training
+    from mlp import training
 
-    frame, _ = data.load_table(args.data)
-    train, validation, test = data.split(frame)
-    preprocessor = data.make_preprocessor()
-    x_train, y_train = data.features_and_target(preprocessor, train, fit=True)  # (7200, 11), (7200, 1)
-    val = data.features_and_target(preprocessor, validation)
-    x_test, y_test = data.features_and_target(preprocessor, test)
+    (x_train, y_train), val, (x_test, y_test) = load_arrays(args.data)
     seeds = range(args.seed, args.seed + args.seeds) if args.worker == "seeds" else [args.seed] * args.repeats
     seconds, accuracy = [], []
     for seed in seeds:
         keras.utils.set_random_seed(seed)
         model = training.compile_model(training.build_model(x_train.shape[1]))
         start = time.perf_counter()
-        if args.worker == "naive":
-            model.fit(x_train, y_train, batch_size=BATCH_SIZE, epochs=args.epochs, verbose=0)
-        else:
-            training.fit(model, x_train, y_train, epochs=args.epochs, batch_size=BATCH_SIZE, seed=seed,
-                         validation_data=val)
+        train_case("naive" if args.worker == "naive" else "recipe", model, (x_train, y_train), val,
+                   epochs=args.epochs, seed=seed)
         seconds.append(time.perf_counter() - start)
         accuracy.append(float(model.evaluate(x_test, y_test, batch_size=1024, verbose=0)[1]))
     return {"case": args.worker, "backend": keras.backend.backend(), "seconds": seconds,

@@ -37,26 +37,52 @@ from utils.callbacks import EpochTimer  # noqa: E402
 
 
 class TestAccuracy(keras.callbacks.Callback):
-    """Scores the test set after each epoch, outside the epoch's timed span."""
+    """Scores the test set after each epoch, outside the epoch's timed span;
+    with ``stop_at``, ends training once the test accuracy reaches it."""
 
-    def __init__(self, test_data):
+    def __init__(self, test_data, stop_at: float | None = None):
         super().__init__()
-        self.test_data, self.accuracy = test_data, []
+        self.test_data, self.accuracy, self.stop_at = test_data, [], stop_at
 
     def on_epoch_end(self, epoch, logs=None):
         self.accuracy.append(float(self.model.evaluate(self.test_data, verbose=0)[1]))
+        if self.stop_at is not None and self.accuracy[-1] >= self.stop_at:
+            self.model.stop_training = True
 
 
-def time_to(target: float, seconds: list[float], accuracy: list[float]) -> str:
+class StopAt(keras.callbacks.Callback):
+    """Ends training once the logged ``metric`` reaches ``target``."""
+
+    def __init__(self, metric: str, target: float):
+        super().__init__()
+        self.metric, self.target = metric, target
+
+    def on_epoch_end(self, epoch, logs=None):
+        if (logs or {}).get(self.metric, -float("inf")) >= self.target:
+            self.model.stop_training = True
+
+
+def first_reach(target: float, seconds: list[float], accuracy: list[float]) -> tuple[float, int] | None:
+    """(training seconds until the end of the first epoch at ``target``, that epoch), or None."""
     elapsed = 0.0
     for epoch, (s, a) in enumerate(zip(seconds, accuracy), start=1):
         elapsed += s
         if a >= target:
-            return f"{elapsed:.0f} s (epoch {epoch})"
+            return elapsed, epoch
+    return None
+
+
+def time_to(target: float, seconds: list[float], accuracy: list[float]) -> str:
+    reached = first_reach(target, seconds, accuracy)
+    if reached:
+        return f"{reached[0]:.0f} s (epoch {reached[1]})"
     return f"not reached in {len(seconds)} epochs"
 
 
-def naive(spec, data, epochs, batch_size, seed):
+def naive(spec, data, epochs, batch_size, seed, stop_at: float | None = None, callbacks=()):
+    """Returns (seconds of each epoch, test accuracy after each); ``stop_at``
+    ends training at that test accuracy, ``callbacks`` run inside the timed
+    span (both for benchmarks/run.py)."""
     keras.utils.set_random_seed(seed)
     model = spec.build(data.image_shape, 10)
     model.compile(optimizer="adam", loss="categorical_crossentropy", metrics=["accuracy"])
@@ -64,12 +90,14 @@ def naive(spec, data, epochs, batch_size, seed):
     x, x_test = data.x_train.reshape(shape), data.x_test.reshape(shape)
     y, y_test = keras.utils.to_categorical(data.y_train, 10), keras.utils.to_categorical(data.y_test, 10)
     timer = EpochTimer()
+    stop = [StopAt("val_accuracy", stop_at)] if stop_at is not None else []
     history = model.fit(x, y, batch_size=batch_size, epochs=epochs, validation_data=(x_test, y_test),
-                        callbacks=[timer], verbose=0)
+                        callbacks=[timer, *callbacks, *stop], verbose=0)
     return history.history["epoch_seconds"], history.history["val_accuracy"]
 
 
-def chapter(spec, data, epochs, batch_size, seed):
+def chapter(spec, data, epochs, batch_size, seed, stop_at: float | None = None, callbacks=()):
+    """As :func:`naive`, trained the chapter's way."""
     keras.utils.set_random_seed(seed)
     model = spec.build(data.image_shape, 10)
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
@@ -77,9 +105,9 @@ def chapter(spec, data, epochs, batch_size, seed):
     val = training.pipeline(data.x_val, data.y_val, batch_size, spec.flat_input)
     test = training.pipeline(data.x_test, data.y_test, batch_size, spec.flat_input)
     # EpochTimer's span ends before TestAccuracy scores the test set.
-    scorer = TestAccuracy(test)
-    history = model.fit(train, validation_data=val, epochs=epochs, callbacks=[EpochTimer(), scorer],
-                        verbose=0, shuffle=False)
+    scorer = TestAccuracy(test, stop_at=stop_at)
+    history = model.fit(train, validation_data=val, epochs=epochs,
+                        callbacks=[EpochTimer(), *callbacks, scorer], verbose=0, shuffle=False)
     return history.history["epoch_seconds"], scorer.accuracy
 
 

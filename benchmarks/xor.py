@@ -38,26 +38,28 @@ def seed_model() -> keras.Model:
     ])
 
 
-def naive(seed: int, epochs: int) -> tuple[float, float]:
-    """``model.fit(x, y, batch_size=1, epochs=500)``, as a first port would."""
+def naive(seed: int, epochs: int, callbacks=()) -> tuple[float, float]:
+    """``model.fit(x, y, batch_size=1, epochs=500)``, as a first port would.
+
+    ``callbacks`` lets benchmarks/run.py time each epoch; none are used here."""
     keras.utils.set_random_seed(seed)
     x, y = xor.load_data()
     model = seed_model()
     model.compile(optimizer="adam", loss="binary_crossentropy", metrics=["accuracy"])
     start = time.perf_counter()
-    model.fit(x, y, batch_size=1, epochs=epochs, verbose=0)
+    model.fit(x, y, batch_size=1, epochs=epochs, verbose=0, callbacks=list(callbacks))
     seconds = time.perf_counter() - start
     return seconds, float(model.evaluate(x, y, verbose=0)[1])
 
 
-def tuned(seed: int, epochs: int, model_fn=xor.build_model) -> tuple[float, float]:
+def tuned(seed: int, epochs: int, model_fn=xor.build_model, callbacks=()) -> tuple[float, float]:
     """The chapter's ``fit``: one input pipeline, 10 passes per execution."""
     keras.utils.set_random_seed(seed)
     x, y = xor.load_data()
     model = model_fn()
     model.compile(optimizer="adam", loss="binary_crossentropy", metrics=["accuracy"])
     start = time.perf_counter()
-    xor.fit(model, x, y, epochs=epochs, batch_size=1, log_every=10, seed=seed)
+    xor.fit(model, x, y, epochs=epochs, batch_size=1, log_every=10, seed=seed, callbacks=callbacks)
     seconds = time.perf_counter() - start
     return seconds, float(model.evaluate(x, y, verbose=0)[1])
 

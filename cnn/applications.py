@@ -149,14 +149,21 @@ def build(arch: Architecture, weights: str | None, **kwargs) -> keras.Model:
             "from this same architecture") from None
 
 
-def class_names() -> list[str] | None:
-    """The 1000 ImageNet class names, from Keras's cached class index (downloaded when
-    allowed); None when it cannot be had."""
+def class_names(download: bool = True) -> list[str] | None:
+    """The 1000 ImageNet class names from Keras's class index file, or None when it cannot
+    be had. The cached copy (``<Keras home>/models/imagenet_class_index.json``) is always
+    used when present; ``download=False`` never goes to the network, so a run with random
+    weights offline prints no download attempt."""
     import json
 
-    try:
-        path = fetch(CLASS_INDEX_FILE, CLASS_INDEX_URL, "naming the ImageNet classes")
-    except WeightsNotAvailableError:
-        return None
+    if download:
+        try:
+            path = fetch(CLASS_INDEX_FILE, CLASS_INDEX_URL, "naming the ImageNet classes")
+        except WeightsNotAvailableError:
+            return None
+    else:
+        path = cached(CLASS_INDEX_FILE)
+        if path is None:
+            return None
     index = json.loads(path.read_text())
     return [index[str(i)][1] for i in range(len(index))]

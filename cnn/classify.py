@@ -177,7 +177,9 @@ def run_classify(args, argv=None) -> runs.RunResult:
     # Fail on a missing weights file before any run folder or model exists.
     for name in names:
         applications.resolve_weights(applications.ARCHITECTURES[name], args.weights)
-    class_names = applications.class_names()
+    # Only ImageNet weights make the class names worth a download; random weights or a
+    # file of your own use a cached copy if there is one, else class numbers.
+    class_names = applications.class_names(download=args.weights == "imagenet")
     run = runs.Run(CHAPTER, "classify_" + "-".join(names), args, argv)
     try:
         results, rows = _classify_all(names, paths, args, class_names, run)
@@ -186,7 +188,8 @@ def run_classify(args, argv=None) -> runs.RunResult:
             run.dir.rmdir()  # e.g. a weights file that does not fit: leave no empty run folder
         raise
     if class_names is None:
-        print("\n(ImageNet class names unavailable offline: showing class numbers 0-999)")
+        print(f"\n(ImageNet class names not found: showing class numbers 0-999; with "
+              f"{applications.CLASS_INDEX_FILE} in {applications.cache_dirs()[0]} they are names)")
     table = pd.DataFrame(rows)
     table.to_csv(run.path("predictions.csv"), index=False)
     errors = results[0]["errors"]

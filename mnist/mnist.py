@@ -13,6 +13,7 @@ several models it also writes a comparison report.
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 from pathlib import Path
 
@@ -29,7 +30,7 @@ import_keras()  # load Keras (and TensorFlow) now, minus their native start-up I
 
 from mnist import data as image_data  # noqa: E402
 from mnist import evaluation, models, training  # noqa: E402
-from utils import report, runs  # noqa: E402
+from utils import distribute, report, runs  # noqa: E402
 from utils.errors import TutorialError  # noqa: E402
 
 build_model = models.build_model
@@ -54,8 +55,12 @@ def parse_args(argv=None):
                         help="step size; None keeps the optimiser's Keras default")
     parser.add_argument("--schedule", choices=("constant", "cosine"), default="constant",
                         help="learning rate over the run: constant, or cosine decay to 0")
-    parser.add_argument("--augment", action="store_true",
-                        help="random rotations, shifts, shear and zoom of the training images")
+    parser.add_argument("--augment", nargs="?", const="seed", default=None,
+                        choices=sorted(training.AUGMENTATIONS), metavar="KIND",
+                        help="alter the training images at random every epoch: 'seed' (the "
+                             "original's rotations, shifts, shear and zoom; what a bare --augment "
+                             "means), 'flip' (mirror left-right: clothes, not digits) or "
+                             "'flip_shift' (mirror and shift) (default: none)")
     parser.add_argument("--resume", nargs="?", const="latest", default=None, metavar="RUN_DIR",
                         help="continue an interrupted run from its last finished epoch: the given "
                              "run folder, or the newest unfinished one of the model")
@@ -63,6 +68,7 @@ def parse_args(argv=None):
                         help="also write TensorBoard logs into the run folder")
     parser.add_argument("--limit", type=cli.positive_int, default=None, metavar="N",
                         help="use only the first N training and N/5 test images (quick tries)")
+    distribute.add_arguments(parser)
     return parser.parse_args(argv)
 
 
@@ -110,8 +116,14 @@ def main(argv=None) -> int:
     names = model_names(args.model)
     if args.resume and len(names) > 1:
         raise TutorialError("--resume continues one model's run: name exactly one with -m")
+    if args.tensorboard and importlib.util.find_spec("tensorboard") is None:
+        raise TutorialError("--tensorboard needs the tensorboard package (on every backend): "
+                            "`pip install tensorboard`, or leave the flag out")
+    plan = distribute.setup(args)  # devices, processes, precision: before any data or model
     data = load_data(args.dataset, args.data_dir, seed=args.seed, limit=args.limit)
     print(f"*** {data.describe()}" + (f"\n*** {data.note}" if data.note else ""), flush=True)
+    if plan.strategy != "none":
+        print(plan.describe(args.batch_size), flush=True)
     results = {}
     for name in names:
         results[name] = train_and_evaluate(models.get_spec(name), data, args, argv)

@@ -55,7 +55,9 @@ def build_model(name: str, image_shape=(28, 28, 1), classes: int = 10) -> keras.
 
 
 def _softmax(classes):
-    return layers.Dense(classes, activation="softmax")
+    # float32 even under a mixed-precision policy: probabilities near 0 or 1,
+    # and the log the loss takes of them, need more than float16's precision.
+    return layers.Dense(classes, activation="softmax", dtype="float32")
 
 
 # --- multi-layer perceptrons: every pixel connected to every hidden unit ---------

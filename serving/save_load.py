@@ -170,6 +170,11 @@ def check_saved_model(model, folder: Path, x) -> Artefact:
         import tensorflow as tf
     except ImportError:
         return Artefact("SavedModel", "-", 0, float("nan"), False, "skipped: TensorFlow is not installed")
+    if keras.backend.backend() == "torch":
+        # Keras traces the model into a TensorFlow graph from TensorFlow or JAX
+        # (jax2tf); from torch the export fails (Keras 3.15), so say so instead.
+        return Artefact("SavedModel", "-", 0, float("nan"), False,
+                        "skipped on torch: export a SavedModel with --backend tensorflow or jax")
     try:
         model.export(path, format="tf_saved_model", verbose=False)
     except Exception as err:  # e.g. a backend that cannot trace to TensorFlow
@@ -296,7 +301,8 @@ def format_report(result: runs.RunResult) -> str:
     extra = result.extra
     lines = [f"{'format':<16} {'files':<38} {'size':>10}  {'max |diff|':>10}  round trip"]
     for a in extra["artefacts"]:
-        verdict = "identical" if a["max_difference"] == 0 else ("ok" if a["ok"] else "FAILED")
+        verdict = ("identical" if a["max_difference"] == 0 else "ok" if a["ok"]
+                   else "skipped" if a["note"].startswith("skipped") else "FAILED")
         size = f"{a['bytes'] / 1024:,.1f} KB" if a["bytes"] else "-"
         lines.append(f"{a['format']:<16} {a['files']:<38} {size:>10}  {a['max_difference']:>10.2g}  "
                      f"{verdict}  ({a['note']})")

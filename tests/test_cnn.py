@@ -165,6 +165,31 @@ def test_a_weights_file_is_loaded_or_rejected(tmp_path, shared_data):
         applications.resolve_weights(arch, str(tmp_path / "missing.h5"))
 
 
+def test_random_weights_never_try_to_download_the_class_index(run, shared_data, tmp_path):
+    # Downloads allowed, as for a learner, but nothing cached: --weights none must not even try.
+    result = run("cnn/classify.py", str(shared_data / "cat.jpg"), "--weights", "none",
+                 "--output-dir", str(tmp_path / "out"),
+                 env={"KERAS_TUTORIAL_OFFLINE": "0", "KERAS_HOME": str(tmp_path / "keras_home")})
+    assert result.returncode == 0, result.stderr
+    assert "Downloading" not in result.stdout + result.stderr
+    assert "class 0" in result.stdout and applications.CLASS_INDEX_FILE in result.stdout
+
+
+def test_a_cached_class_index_names_the_classes_with_random_weights(monkeypatch, capsys, shared_data,
+                                                                    tmp_path):
+    monkeypatch.setenv("KERAS_TUTORIAL_OFFLINE", "0")
+    calls = []
+    monkeypatch.setattr(applications.keras.utils, "get_file", lambda *a, **k: calls.append(a))
+    index = applications.cache_dirs()[0] / applications.CLASS_INDEX_FILE
+    index.parent.mkdir(parents=True)
+    index.write_text(json.dumps({str(i): [f"n{i:08d}", f"thing_{i}"] for i in range(1000)}))
+    assert classify.main([str(shared_data / "dog.jpg"), "--weights", "none", "--top", "3",
+                          "--output-dir", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    assert "thing_" in out and "class 0" not in out and "not found" not in out
+    assert calls == []  # read from the cache, nothing fetched
+
+
 def test_classify_rejects_unknown_models_and_all_bad_images(capsys, tmp_path):
     (tmp_path / "a.txt").write_text("x")
     assert classify.main([str(tmp_path / "a.txt"), "-m", "alexnet", "--weights", "none"]) == 2
@@ -194,6 +219,11 @@ def test_target_classes_are_renumbered_and_disjoint(digits_task):
     assert set(np.unique(digits_task["target_pool"].y)) == set(range(5))
     picked = transfer.few_labels(digits_task["target_pool"], 7, seed=1)
     assert np.all(np.bincount(picked.y) == 7)
+    labelled, validation = transfer.few_labels(digits_task["target_pool"], 7, seed=1, validation_per_class=4)
+    np.testing.assert_array_equal(labelled.x, picked.x)  # the same draw, with or without validation
+    assert np.all(np.bincount(validation.y) == 4)
+    flat = lambda split: {image.tobytes() for image in split.x}  # noqa: E731
+    assert not flat(labelled) & flat(validation)  # no validation image is a training image
     with pytest.raises(TutorialError, match="more than"):
         transfer.few_labels(digits_task["target_pool"], 10_000, seed=1)
 
@@ -214,6 +244,39 @@ def test_frozen_base_stays_put_and_fine_tuning_moves_only_the_top(digits_task):
                               source.layers[convs[-1]].get_weights()[0])
 
 
+def test_keep_best_restores_the_best_checkpoint():
+    model = models.build_model("conv_net", classes=5)
+    keep = transfer.KeepBest(best=0.3)
+    keep.set_model(model)
+    first = [w.copy() for w in model.get_weights()]
+    keep.on_epoch_end(0, {"val_accuracy": 0.6})
+    model.set_weights([w + 1 for w in first])
+    keep.on_epoch_end(1, {"val_accuracy": 0.5})  # worse: not kept
+    keep.on_train_end()
+    assert keep.best == 0.6
+    np.testing.assert_array_equal(model.get_weights()[0], first[0])
+    never = transfer.KeepBest(best=0.9)  # nothing beats the accuracy to beat: weights untouched
+    never.set_model(model)
+    model.set_weights([w + 1 for w in first])
+    never.on_epoch_end(0, {"val_accuracy": 0.8})
+    never.on_train_end()
+    np.testing.assert_array_equal(model.get_weights()[0], first[0] + 1)
+
+
+def test_summary_gain_spread_is_that_of_the_paired_differences():
+    results = pd.DataFrame({"labels_per_class": [10] * 3 + [50] * 2, "train_images": [50] * 3 + [250] * 2,
+                            "scratch": [0.5, 0.7, 0.6, 0.8, 0.8], "frozen_base": [0.6, 0.8, 0.7, 0.8, 0.8],
+                            "fine_tuned": [0.6, 0.8, 0.7, 0.79, 0.81]})
+    results["gain"] = results["fine_tuned"] - results["scratch"]
+    summary = transfer.summarise(results)
+    first = summary.iloc[0]
+    assert first["gain"] == pytest.approx(0.1) and first["gain_std"] == pytest.approx(0.0, abs=1e-12)
+    assert first["scratch_std"] > 0.08  # each method varies a lot; their difference does not
+    assert (first["wins"], first["draws"]) == (3, 3) and summary.iloc[1]["wins"] == 1
+    table = transfer.format_summary(summary, 3)
+    assert "+10.0 ±0.0" in table and "3/3" in table
+
+
 def test_transfer_quick_run_writes_table_plot_and_run_folder(tmp_path, capsys):
     code = transfer.main(["--quick", "--quiet", "--steps", "20", "--labels-per-class", "3",
                           "--output-dir", str(tmp_path)])
@@ -227,8 +290,11 @@ def test_transfer_quick_run_writes_table_plot_and_run_folder(tmp_path, capsys):
         assert 0.0 <= summary[column][0] <= 1.0
     for name in ("transfer.png", "accuracy.png", "history.csv", "model.keras", "results.csv"):
         assert (folder / name).is_file(), name
+    assert list(pd.read_csv(folder / "results.csv")["gain"].round(6)) == list(
+        (summary["fine_tuned"] - summary["scratch"]).round(6))
     record = json.loads((folder / "run.json").read_text())
     assert record["metrics"]["smallest_budget"] == 3
+    assert {"gain_std_at_smallest", "wins_at_smallest"} <= set(record["metrics"])
 
 
 @pytest.fixture

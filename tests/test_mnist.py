@@ -164,3 +164,31 @@ def test_cosine_schedule_falls_from_the_start_rate_to_zero():
     assert float(optimizer.learning_rate) == pytest.approx(0.0, abs=1e-6)
     constant = training.make_optimizer(mnist.parse_args(["--optimizer", "sgd"]), steps=25)
     assert float(constant.learning_rate) == pytest.approx(0.01)  # SGD's Keras default
+
+
+def test_augmentations_alter_training_images_but_keep_their_shape_and_range():
+    from mnist import training
+
+    rng = np.random.default_rng(0)
+    images = np.zeros((16, 28, 28, 1), "float32")
+    images[:, 4:24, 2:10, :] = rng.uniform(0.5, 1.0, (16, 20, 8, 1))  # a bright bar on the left
+    for kind in training.AUGMENTATIONS:
+        out = np.asarray(training.augmenter(kind)(images, training=True))
+        assert out.shape == images.shape, kind
+        assert out.min() >= 0.0 and out.max() <= 1.0 + 1e-6, kind
+        assert not np.allclose(out, images), kind
+        # Not used at inference: the same layers leave images untouched.
+        assert np.allclose(np.asarray(training.augmenter(kind)(images, training=False)), images)
+    # The flips mirror some images: then the bar's mass moves to the right half.
+    for kind in ("flip", "flip_shift"):
+        flipped = np.asarray(training.augmenter(kind)(np.repeat(images, 4, axis=0), training=True))
+        right = flipped[:, :, 14:, :].sum(axis=(1, 2, 3)) > flipped[:, :, :14, :].sum(axis=(1, 2, 3))
+        assert 0 < right.sum() < len(flipped), kind
+
+
+def test_augment_flag_accepts_a_bare_flag_a_kind_and_rejects_others(run, tmp_path):
+    assert mnist.parse_args(["--augment"]).augment == "seed"
+    assert mnist.parse_args(["--augment", "flip_shift"]).augment == "flip_shift"
+    assert mnist.parse_args([]).augment is None
+    result = run("mnist/mnist.py", "--augment", "rotate", "--output-dir", str(tmp_path))
+    assert result.returncode == 2 and "invalid choice: 'rotate'" in result.stderr

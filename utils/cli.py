@@ -107,6 +107,13 @@ def positive_float(text: str) -> float:
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
     """Show "(default: X)" after every option and keep the description's lines."""
 
+    def _get_help_string(self, action):
+        # An option whose help already states its default (because the stored
+        # default is None and the effective one is chosen later) says it once.
+        if "(default:" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
 
 def make_parser(
     description: str,
