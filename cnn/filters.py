@@ -34,6 +34,7 @@ keras = import_keras()
 import numpy as np  # noqa: E402
 
 from mnist import data as image_data  # noqa: E402
+from utils import model_files  # noqa: E402
 from utils.errors import TutorialError  # noqa: E402
 from utils.plots import plt  # noqa: E402
 
@@ -42,16 +43,7 @@ MAX_MAPS = 32  # feature maps drawn per layer; deeper layers have more than fit 
 
 def load_run(path: Path):
     """(model, dataset name) from a run folder or a .keras file (dataset from run.json when present)."""
-    path = Path(path)
-    model_file = path / "model.keras" if path.is_dir() else path
-    if not model_file.is_file():
-        raise TutorialError(f"{model_file} does not exist: give a run folder holding model.keras "
-                            "(e.g. outputs/mnist/<time>_conv_net) or the .keras file itself")
-    try:
-        model = keras.saving.load_model(model_file, compile=False)
-    except Exception as err:  # Keras raises several types for a file it cannot read
-        raise TutorialError(f"cannot load {model_file} ({type(err).__name__}: "
-                            f"{str(err).splitlines()[0][:120]})") from None
+    model, model_file = model_files.load_model(path)
     record = model_file.parent / "run.json"
     dataset = json.loads(record.read_text()).get("dataset") if record.is_file() else None
     return model, dataset

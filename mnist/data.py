@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.model_selection import train_test_split
 
-from utils import datasets
+from utils import cli, datasets
 from utils.errors import TutorialError
 
 DATASETS = ("auto", "mnist", "fashion_mnist", "digits")
@@ -22,6 +22,22 @@ DIGIT_NAMES = [str(d) for d in range(10)]
 FASHION_NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                  "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 
+
+
+def add_data_arguments(parser, *, limit: int | None = None) -> None:
+    """The flags that choose the images: --dataset, --data-dir and --limit.
+
+    ``limit`` is the script's default for --limit (None: every image).
+    """
+    parser.add_argument("--dataset", choices=DATASETS, default="auto",
+                        help="auto: MNIST when it can be had, else local Fashion-MNIST, else "
+                             "scikit-learn's digits")
+    parser.add_argument("--data-dir", type=Path, default=None,
+                        help="an MNIST-format folder (IDX files) or one holding mnist.npz")
+    parser.add_argument("--limit", type=cli.positive_int, default=limit, metavar="N",
+                        help="use only the first N training images (10%% of them for validation) "
+                             "and N/5 test images, for quick tries"
+                             + ("" if limit else " (default: all of them)"))
 
 @dataclass
 class ImageData:

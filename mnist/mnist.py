@@ -44,11 +44,7 @@ def parse_args(argv=None):
     parser.add_argument("-m", "--model", action="append", metavar="NAME",
                         help="model to train; repeat for several, or 'all' (default: conv_net)")
     parser.add_argument("--list", action="store_true", help="list the models and exit")
-    parser.add_argument("--dataset", choices=image_data.DATASETS, default="auto",
-                        help="auto: MNIST when it can be had, else local Fashion-MNIST, else "
-                             "scikit-learn's digits")
-    parser.add_argument("--data-dir", type=Path, default=None,
-                        help="an MNIST-format folder (IDX files) or one holding mnist.npz")
+    image_data.add_data_arguments(parser)
     parser.add_argument("--optimizer", choices=sorted(training.OPTIMIZERS), default="adam",
                         help="optimisation algorithm")
     parser.add_argument("--learning-rate", type=cli.positive_float, default=None,
@@ -66,8 +62,6 @@ def parse_args(argv=None):
                              "run folder, or the newest unfinished one of the model")
     parser.add_argument("--tensorboard", action="store_true",
                         help="also write TensorBoard logs into the run folder")
-    parser.add_argument("--limit", type=cli.positive_int, default=None, metavar="N",
-                        help="use only the first N training and N/5 test images (quick tries)")
     distribute.add_arguments(parser)
     return parser.parse_args(argv)
 

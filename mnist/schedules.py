@@ -403,14 +403,7 @@ def parse_args(argv=None):
                              f"{', '.join(SCHEDULES)})")
     parser.add_argument("-m", "--model", default=DEFAULT_MODEL, choices=list(models.REGISTRY),
                         metavar="NAME", help="model from mnist/models.py for the schedule comparison")
-    parser.add_argument("--dataset", choices=image_data.DATASETS, default="auto",
-                        help="auto: MNIST when it can be had, else local Fashion-MNIST, else "
-                             "scikit-learn's digits")
-    parser.add_argument("--data-dir", type=Path, default=None,
-                        help="an MNIST-format folder (IDX files) or one holding mnist.npz")
-    parser.add_argument("--limit", type=cli.positive_int, default=10_000, metavar="N",
-                        help="use only the first N training images (10%% of them for validation) "
-                             "and N/5 test images")
+    image_data.add_data_arguments(parser, limit=10_000)
     parser.add_argument("--optimizer", choices=list(OPTIMIZERS), default="adam",
                         help="optimisation algorithm")
     parser.add_argument("--learning-rate", type=cli.positive_float, default=None,

@@ -235,14 +235,7 @@ def parse_args(argv=None):
                              "many short trials, the best promoted to longer training")
     parser.add_argument("--max-trials", type=cli.positive_int, default=6,
                         help="hyper-parameter sets a random search tries (hyperband ignores it)")
-    parser.add_argument("--dataset", choices=image_data.DATASETS, default="auto",
-                        help="auto: MNIST when it can be had, else local Fashion-MNIST, else "
-                             "scikit-learn's digits")
-    parser.add_argument("--data-dir", type=Path, default=None,
-                        help="an MNIST-format folder (IDX files) or one holding mnist.npz")
-    parser.add_argument("--limit", type=cli.positive_int, default=10_000, metavar="N",
-                        help="use only the first N training images (10%% of them for validation) "
-                             "and N/5 test images")
+    image_data.add_data_arguments(parser, limit=10_000)
     return parser.parse_args(argv)
 
 

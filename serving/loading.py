@@ -21,6 +21,7 @@ import numpy as np
 from serving import images
 from utils.cli import keras_home
 from utils.errors import ModelLoadError
+from utils.model_files import find_model_file, load_model_file
 from utils.quiet import import_keras
 
 keras = import_keras()
@@ -32,7 +33,6 @@ DATASET_CLASSES = {
     "fashion_mnist": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                       "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"],
 }
-MODEL_FILES = ("model.keras", "best.keras")  # what a run folder holds, preferred first
 MAX_INPUTS = 256  # JSON inputs per request: a bound on the work one request can ask for
 
 
@@ -190,27 +190,6 @@ def _class_count(model) -> int:
     return outputs[-1]
 
 
-def find_model_file(path: str | Path) -> Path:
-    """The ``.keras`` (or legacy ``.h5``) file that ``path`` names or holds."""
-    path = Path(path)
-    if path.is_dir():
-        for name in MODEL_FILES:
-            if (path / name).is_file():
-                return path / name
-        if (path / "saved_model.pb").is_file():
-            raise ModelLoadError(f"{path} is a TensorFlow SavedModel, made for TF Serving; give the "
-                                 ".keras file it was exported from")
-        raise ModelLoadError(f"no {' or '.join(MODEL_FILES)} in {path}: give a run folder that "
-                             "finished training, or a .keras file")
-    if path.is_file():
-        if path.name.endswith(".weights.h5"):
-            raise ModelLoadError(f"{path} holds weights only, no architecture; give a .keras file")
-        if path.suffix not in (".keras", ".h5", ".hdf5"):
-            raise ModelLoadError(f"{path} is not a Keras model file: expected .keras (or legacy .h5)")
-        return path
-    raise ModelLoadError(f"no such file or folder: {path}")
-
-
 def read_labels(path: str | Path) -> list[str]:
     try:
         labels = [line.strip() for line in Path(path).read_text().splitlines() if line.strip()]
@@ -221,25 +200,10 @@ def read_labels(path: str | Path) -> list[str]:
     return labels
 
 
-def load_keras_model(path: Path, safe_mode: bool = True, compile: bool = False):
-    """``keras.saving.load_model`` with its failures turned into one-line errors.
-
-    A server needs no optimizer, so by default the model comes back uncompiled."""
-    try:
-        return keras.saving.load_model(path, compile=compile, safe_mode=safe_mode)
-    except Exception as err:  # Keras raises ValueError, OSError, zipfile errors...
-        text = " ".join(str(err).split())
-        if "lambda" in text.lower() and "safe_mode" in text:
-            raise ModelLoadError(f"{path} contains Python code (a Lambda layer), which Keras does not "
-                                 "run in safe mode; if you trust whoever made the file, add --unsafe") \
-                from None
-        raise ModelLoadError(f"could not load {path}: {text[:300]}") from None
-
-
 def load_from_path(path: str | Path, labels: str | Path | None = None, safe_mode: bool = True) -> ServedModel:
     """A model from a ``.keras`` file or a run folder."""
     file = find_model_file(path)
-    model = load_keras_model(file, safe_mode)
+    model = load_model_file(file, safe_mode=safe_mode)
     classes = _class_count(model)
     notes, names = [], None
     run_json = file.parent / "run.json"

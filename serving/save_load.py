@@ -34,8 +34,7 @@ keras = import_keras()
 
 import numpy as np  # noqa: E402
 
-from serving import loading  # noqa: E402
-from utils import runs  # noqa: E402
+from utils import model_files, runs  # noqa: E402
 from utils.errors import TutorialError  # noqa: E402
 from xor import xor  # noqa: E402
 
@@ -251,8 +250,7 @@ def load_data(args):
     """The model and the inputs the round trips are checked on: XOR's four
     points, or 16 seeded random inputs shaped like ``--model``'s input."""
     if args.model:
-        file = loading.find_model_file(args.model)
-        model = loading.load_keras_model(file, safe_mode=not args.unsafe, compile=True)
+        model, file = model_files.load_model(args.model, safe_mode=not args.unsafe, compile=True)
         shape = tuple(model.input_shape[1:])
         if None in shape:
             raise TutorialError(f"{file} takes inputs of shape {shape}; the checks need a fixed shape")

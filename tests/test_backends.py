@@ -50,12 +50,30 @@ def test_mnist_runs_on(backend, run, tmp_path):
     assert 0.0 <= record["metrics"]["test_accuracy"] <= 1.0
 
 
-@pytest.mark.skipif(importlib.util.find_spec("tensorboard") is not None,
-                    reason="tensorboard is installed, so --tensorboard works")
+@pytest.mark.parametrize("backend", ALL)
+@pytest.mark.skipif(importlib.util.find_spec("tensorboard") is None,
+                    reason="tensorboard is not installed (pip install -r requirements.txt)")
+def test_tensorboard_logs_on(backend, run, tmp_path):
+    result = run("mnist/mnist.py", "--backend", backend, "-m", "mlp_one_layer", "--tensorboard",
+                 "--dataset", "digits", "--limit", "300", "--epochs", "2", "--quiet",
+                 "--output-dir", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    (logs,) = (tmp_path / "mnist").glob("*/tensorboard")
+    for split in ("train", "validation"):
+        events = list((logs / split).glob("events.out.tfevents.*"))
+        assert events and events[0].stat().st_size > 0, split
+
+
 def test_tensorboard_without_its_package_is_one_line_and_exit_2(run, tmp_path):
+    # Hide the package from the child process: a None entry in sys.modules
+    # makes both importlib.util.find_spec and `import tensorboard` fail.
+    (tmp_path / "hide").mkdir()
+    (tmp_path / "hide" / "sitecustomize.py").write_text(
+        "import sys\nsys.modules['tensorboard'] = None\n")
     result = run("mnist/mnist.py", "--tensorboard", "--dataset", "digits", "--limit", "300",
-                 "--epochs", "1", "--output-dir", str(tmp_path))
-    assert result.returncode == 2
+                 "--epochs", "1", "--output-dir", str(tmp_path / "out"),
+                 env={"PYTHONPATH": str(tmp_path / "hide")})
+    assert result.returncode == 2, result.stderr
     assert "pip install tensorboard" in result.stderr
     assert "Traceback" not in result.stderr
-    assert not (tmp_path / "mnist").exists()  # stopped before any run folder
+    assert not (tmp_path / "out" / "mnist").exists()  # stopped before any run folder

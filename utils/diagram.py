@@ -15,7 +15,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from utils import cli, runs
+from utils import cli, model_files, runs
 
 MISSING = "install graphviz (apt-get install graphviz) and pydot (pip install pydot) to draw models"
 #: Graphviz's resolution; 200 (Keras' default) gives a PNG of several hundred KB.
@@ -56,8 +56,7 @@ def plot_model_png(model, path: str | Path, dpi: int = DPI) -> Path | None:
 def parse_args(argv=None):
     parser = cli.make_parser(__doc__.split("\n\n")[0], epochs=None, batch_size=None)
     parser.prog = "python -m utils.diagram"
-    parser.add_argument("path", type=Path,
-                        help="a .keras file, or a run folder holding model.keras (or best.keras)")
+    model_files.add_path_argument(parser)
     parser.add_argument("-o", "--output", type=Path, default=None, metavar="PNG",
                         help="where to write the picture (default: model.png in the run folder, "
                              "or <name>.png beside a .keras file)")
@@ -66,11 +65,9 @@ def parse_args(argv=None):
 
 @cli.friendly_errors
 def main(argv=None) -> int:
-    from utils.inspect import load_model
-
     args = parse_args(argv)
     cli.select_backend(args.backend)
-    model, file = load_model(args.path)
+    model, file = model_files.load_model(args.path)
     output = args.output or (file.parent / "model.png" if Path(args.path).is_dir()
                              else file.with_suffix(".png"))
     drawn = plot_model_png(model, output)

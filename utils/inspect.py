@@ -29,45 +29,12 @@ from pathlib import Path
 
 import numpy as np
 
-from utils import cli, runs
-from utils.errors import ImageReadError, ModelLoadError, ShapeMismatchError, TutorialError
+from utils import cli, model_files, runs
+from utils.errors import ImageReadError, ShapeMismatchError, TutorialError
 
-#: The files a run folder may hold, preferred first (the final model, then the
-#: best checkpoint a chapter keeps while training).
-MODEL_FILES = ("model.keras", "best.keras")
-
-
-# --- finding and loading the model ---------------------------------------------------
-
-def find_model_file(path: str | Path) -> Path:
-    """The ``.keras`` file that ``path`` is, or that the run folder ``path`` holds."""
-    path = Path(path)
-    if path.is_dir():
-        for name in MODEL_FILES:
-            if (path / name).is_file():
-                return path / name
-        raise ModelLoadError(f"no {' or '.join(MODEL_FILES)} in {path}: give a run folder whose "
-                             "training finished, or a .keras file")
-    if path.is_file():
-        if path.name.endswith(".weights.h5"):
-            raise ModelLoadError(f"{path} holds weights only, no architecture: give a .keras file")
-        if path.suffix not in (".keras", ".h5"):
-            raise ModelLoadError(f"{path} is not a Keras model file: expected a .keras file")
-        return path
-    raise ModelLoadError(f"no such file or folder: {path}")
-
-
-def load_model(path: str | Path):
-    """Load the model ``path`` names (file or run folder), uncompiled; returns (model, file)."""
-    from utils.quiet import import_keras
-
-    file = find_model_file(path)  # before importing Keras, so a wrong path fails at once
-    keras = import_keras()
-    try:
-        return keras.saving.load_model(file, compile=False), file
-    except Exception as err:  # Keras raises ValueError, OSError, zipfile errors...
-        text = " ".join(str(err).split())
-        raise ModelLoadError(f"could not load {file}: {text[:300]}") from None
+# Finding and loading the model (file or run folder) is shared with the other
+# tools that read saved models: utils/model_files.py.
+load_model = model_files.load_model
 
 
 # --- the three tables ------------------------------------------------------------------
@@ -328,8 +295,7 @@ def parameter_line(counts: dict[str, int]) -> str:
 def parse_args(argv=None):
     parser = cli.make_parser(__doc__.split("\n\n")[0], epochs=None, batch_size=None)
     parser.prog = "python -m utils.inspect"
-    parser.add_argument("path", type=Path,
-                        help="a .keras file, or a run folder holding model.keras (or best.keras)")
+    model_files.add_path_argument(parser)
     parser.add_argument("--layer", action="extend", nargs="+", metavar="NAME", default=None,
                         help="show only these layers (repeat, or give several names) "
                              "(default: every layer)")
