@@ -11,9 +11,12 @@ goes on the bookkeeping around each update, not on the arithmetic:
 - On JAX, :func:`fit` hands each whole pass (720 updates) to the compiler as one
   loop (``jax.lax.scan``), so Python is visited once per pass instead of once
   per batch: under 10 microseconds per update once compiled.
-- On TensorFlow and PyTorch, :func:`fit` uses ``model.fit`` with one input
-  stream built once and ``steps_per_execution`` (a whole pass per call on
-  TensorFlow), as the XOR chapter does.
+- On TensorFlow, :func:`fit` uses ``model.fit`` with one input stream built
+  once and ``steps_per_execution`` (a whole pass per call), as the XOR chapter
+  does.
+- On PyTorch, where ``steps_per_execution`` must be 1, a plain PyTorch loop
+  (``utils/torch_fit.py``) trains the same Keras model without ``fit``'s
+  per-step bookkeeping.
 
 Every path applies the same updates: same batches of 10, same order rules,
 same optimiser state; ``benchmarks/churn.py`` checks the accuracy stays put.
@@ -25,6 +28,8 @@ import math
 
 import keras
 import numpy as np
+
+from utils import torch_fit
 
 OPTIMIZERS = {
     "adam": keras.optimizers.Adam,
@@ -64,6 +69,9 @@ def fit(model: keras.Model, x: np.ndarray, y: np.ndarray, *, epochs: int, batch_
     Returns a History with loss and accuracy per epoch (val_ too when
     ``validation_data`` is given), as ``model.fit`` does.
     """
+    if keras.backend.backend() == "torch":
+        return torch_fit.fit(model, x, y, epochs=epochs, batch_size=batch_size, seed=seed,
+                             validation_data=validation_data, callbacks=callbacks)
     if keras.backend.backend() == "jax":
         return _fit_scanned(model, x, y, epochs=epochs, batch_size=batch_size, seed=seed,
                             validation_data=validation_data, callbacks=callbacks)
@@ -79,10 +87,8 @@ def _fit_streamed(model, x, y, *, epochs, batch_size, seed, validation_data, cal
     stream = (tf.data.Dataset.from_tensor_slices((x, y))
               .shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
               .batch(batch_size).repeat())
-    # The torch backend cannot loop several steps inside one call.
-    per_call = 1 if keras.backend.backend() == "torch" else steps
     model.compile(optimizer=model.optimizer, loss=model.loss, metrics=["accuracy"],
-                  steps_per_execution=per_call)
+                  steps_per_execution=steps)
     return model.fit(stream, epochs=epochs, steps_per_epoch=steps, validation_data=validation_data,
                      validation_batch_size=1024, callbacks=list(callbacks), verbose=0,
                      shuffle=False)  # the stream shuffles itself
@@ -151,6 +157,8 @@ def _fit_scanned(model, x, y, *, epochs, batch_size, seed, validation_data, call
             logs.update(val_loss=float(val_loss), val_accuracy=float(val_accuracy))
         _store(model, state)  # so callbacks (and a crash) see this epoch's weights
         hooks.on_epoch_end(epoch, logs)
+        if model.stop_training:  # e.g. EarlyStopping
+            break
     hooks.on_train_end()
     return history
 

@@ -28,7 +28,7 @@ keras = import_keras()  # `import keras`, minus TensorFlow's native start-up INF
 
 import numpy as np  # noqa: E402
 
-from utils import plots, runs  # noqa: E402
+from utils import plots, runs, torch_fit  # noqa: E402
 from utils.callbacks import EpochTimer, EveryNEpochsPrinter  # noqa: E402
 
 CHAPTER = "xor"
@@ -101,12 +101,14 @@ def fit(model, x, y, *, epochs: int, batch_size: int, log_every: int, seed: int,
     steps in one call into the compiled graph. Batch size and the number of
     updates stay exactly those of the recipe.
     """
-    steps_per_pass = math.ceil(len(x) / batch_size)
-    steps = steps_per_pass * log_every
-    # The torch backend cannot loop several steps inside one call.
-    per_call = 1 if keras.backend.backend() == "torch" else steps
+    if keras.backend.backend() == "torch":
+        # steps_per_execution cannot fold steps together on torch; a plain
+        # PyTorch loop over the same batches skips fit's per-step costs instead.
+        return torch_fit.fit(model, x, y, epochs=epochs // log_every, batch_size=batch_size,
+                             seed=seed, callbacks=callbacks, passes_per_epoch=log_every)
+    steps = math.ceil(len(x) / batch_size) * log_every
     model.compile(optimizer=model.optimizer, loss="binary_crossentropy",
-                  metrics=["accuracy"], steps_per_execution=per_call)
+                  metrics=["accuracy"], steps_per_execution=steps)
     return model.fit(training_stream(x, y, batch_size, seed), epochs=epochs // log_every,
                      steps_per_epoch=steps, callbacks=list(callbacks), verbose=0,
                      shuffle=False)  # the stream shuffles itself
