@@ -5,8 +5,9 @@ with batch size 256 and adam:
 
 - naive: the seed's way, NumPy arrays, one-hot labels, ``model.fit`` with the
   test set as validation data;
-- chapter: ``mnist/training.py``'s tf.data pipeline (shuffled, prefetched),
-  integer labels, a validation split apart from the test set.
+- chapter: ``mnist/training.py``'s ``fit_inputs`` (a shuffled, prefetched
+  tf.data pipeline on TensorFlow, NumPy arrays on JAX and PyTorch), integer
+  labels, a validation split apart from the test set.
 
 Reported: median seconds per epoch, samples per second, and the training time
 until test accuracy first reaches the target (the test set is scored after
@@ -101,13 +102,11 @@ def chapter(spec, data, epochs, batch_size, seed, stop_at: float | None = None, 
     keras.utils.set_random_seed(seed)
     model = spec.build(data.image_shape, 10)
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    train = training.pipeline(data.x_train, data.y_train, batch_size, spec.flat_input, shuffle_seed=seed)
-    val = training.pipeline(data.x_val, data.y_val, batch_size, spec.flat_input)
+    inputs = training.fit_inputs(data, batch_size, spec.flat_input, seed=seed)
     test = training.pipeline(data.x_test, data.y_test, batch_size, spec.flat_input)
     # EpochTimer's span ends before TestAccuracy scores the test set.
     scorer = TestAccuracy(test, stop_at=stop_at)
-    history = model.fit(train, validation_data=val, epochs=epochs,
-                        callbacks=[EpochTimer(), *callbacks, scorer], verbose=0, shuffle=False)
+    history = model.fit(**inputs, epochs=epochs, callbacks=[EpochTimer(), *callbacks, scorer], verbose=0)
     return history.history["epoch_seconds"], scorer.accuracy
 
 

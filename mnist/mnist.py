@@ -60,6 +60,11 @@ def parse_args(argv=None):
     parser.add_argument("--resume", nargs="?", const="latest", default=None, metavar="RUN_DIR",
                         help="continue an interrupted run from its last finished epoch: the given "
                              "run folder, or the newest unfinished one of the model")
+    parser.add_argument("--input-pipeline", choices=training.INPUT_PIPELINES, default="auto",
+                        help="how fit reads the images: 'tf.data' (a shuffled, prefetched pipeline), "
+                             "'arrays' (NumPy arrays; Keras shuffles them), or 'auto': arrays on JAX "
+                             "and PyTorch, where they are faster, tf.data on TensorFlow and whenever "
+                             "--augment or --distribute needs it")
     parser.add_argument("--tensorboard", action="store_true",
                         help="also write TensorBoard logs into the run folder")
     distribute.add_arguments(parser)
@@ -110,6 +115,9 @@ def main(argv=None) -> int:
     names = model_names(args.model)
     if args.resume and len(names) > 1:
         raise TutorialError("--resume continues one model's run: name exactly one with -m")
+    if args.input_pipeline == "arrays" and (args.augment or args.distribute != "none"):
+        raise TutorialError("--augment and --distribute need the tf.data input: leave out "
+                            "--input-pipeline arrays")
     if args.tensorboard and importlib.util.find_spec("tensorboard") is None:
         raise TutorialError("--tensorboard needs the tensorboard package (on every backend): "
                             "`pip install tensorboard`, or leave the flag out")

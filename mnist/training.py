@@ -23,6 +23,7 @@ from utils.errors import TutorialError
 CHAPTER = "mnist"
 OPTIMIZERS = {"adam": keras.optimizers.Adam, "rmsprop": keras.optimizers.RMSprop,
               "sgd": keras.optimizers.SGD, "adamw": keras.optimizers.AdamW}
+INPUT_PIPELINES = ("auto", "tf.data", "arrays")  # --input-pipeline
 LOG = "epochs.csv"        # CSVLogger's live log, one row per finished epoch
 BACKUP = "backup"         # BackupAndRestore's folder; removed when training completes
 
@@ -86,6 +87,35 @@ def pipeline(x, y, batch_size: int, flat: bool, *, shuffle_seed: int | None = No
     if flat:
         ds = ds.map(lambda images, labels: (tf.reshape(images, (-1, int(np.prod(x.shape[1:])))), labels))
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def feeds_arrays(augment=None) -> bool:
+    """Whether ``fit`` should read NumPy arrays rather than a tf.data pipeline.
+
+    On JAX and PyTorch a tf.data pipeline runs TensorFlow's threads beside the
+    backend's own and converts every batch; on 2 cores that made conv_net's
+    epochs 1.4-1.7x slower than ``fit`` on arrays (benchmarks/mnist.py). So
+    those backends get arrays, which Keras shuffles every epoch itself, unless
+    the images are augmented: the preprocessing layers run inside tf.data.
+    """
+    return augment is None and keras.backend.backend() != "tensorflow"
+
+
+def fit_inputs(data: ImageData, batch_size: int, flat: bool, *, seed: int, augment=None,
+               arrays: bool | None = None) -> dict:
+    """What ``model.fit`` trains and validates on, as keyword arguments.
+
+    ``arrays`` chooses NumPy arrays over tf.data (default: :func:`feeds_arrays`).
+    """
+    if arrays is None:
+        arrays = feeds_arrays(augment)
+    if arrays:
+        shape = (-1, int(np.prod(data.image_shape))) if flat else (-1, *data.image_shape)
+        return {"x": data.x_train.reshape(shape), "y": data.y_train, "batch_size": batch_size,
+                "shuffle": True, "validation_data": (data.x_val.reshape(shape), data.y_val)}
+    train = pipeline(data.x_train, data.y_train, batch_size, flat, shuffle_seed=seed, augment=augment)
+    return {"x": train, "validation_data": pipeline(data.x_val, data.y_val, batch_size, flat),
+            "shuffle": False}  # the pipeline shuffles
 
 
 def make_optimizer(args, steps: int):
@@ -185,13 +215,19 @@ def train_and_evaluate(spec: ModelSpec, data: ImageData, args, argv=None) -> run
     if args.tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(run.path("tensorboard")))
 
-    train = pipeline(data.x_train, data.y_train, args.batch_size, spec.flat_input,
-                     shuffle_seed=args.seed, augment=augmenter(args.augment) if args.augment else None)
-    val = pipeline(data.x_val, data.y_val, args.batch_size, spec.flat_input)
-    train, val = plan.batches(train, args.batch_size), plan.batches(val, args.batch_size)
+    augment = augmenter(args.augment) if args.augment else None
+    choice = getattr(args, "input_pipeline", "auto")
+    # Data parallelism pads and splits tf.data batches (utils/distribute.py).
+    arrays = choice == "arrays" or (choice == "auto" and feeds_arrays(augment) and plan.strategy == "none")
+    inputs = fit_inputs(data, args.batch_size, spec.flat_input, seed=args.seed, augment=augment,
+                        arrays=arrays)
+    if not args.quiet:
+        print(f"input: {'NumPy arrays' if arrays else 'tf.data pipeline'} (--input-pipeline {choice})")
+    if plan.strategy != "none":
+        inputs["x"] = plan.batches(inputs["x"], args.batch_size)
+        inputs["validation_data"] = plan.batches(inputs["validation_data"], args.batch_size)
     start = time.perf_counter()
-    model.fit(train, validation_data=val, epochs=args.epochs, callbacks=callbacks,
-              verbose=0 if args.quiet else 2, shuffle=False)  # the pipeline shuffles
+    model.fit(**inputs, epochs=args.epochs, callbacks=callbacks, verbose=0 if args.quiet else 2)
     fit_seconds = time.perf_counter() - start
 
     # The test set is used once, on the epoch that did best on validation.
@@ -222,6 +258,7 @@ def train_and_evaluate(spec: ModelSpec, data: ImageData, args, argv=None) -> run
         print(class_report)
     result = run.finish(model=best, history=history, metrics=metrics, dataset=data.name,
                         dataset_note=data.note, dataset_shapes=data.describe(), augment=args.augment,
+                        input_pipeline="arrays" if arrays else "tf.data",
                         **plan.record(args.batch_size))
     write_run_report(result, spec, data, args, _summary(model), class_report)
     return result

@@ -47,6 +47,8 @@ def test_mnist_runs_on(backend, run, tmp_path):
     record = _run_json(tmp_path, "mnist")
     assert record["backend"] == backend
     assert record["distribution"]["strategy"] == "none"
+    # auto: tf.data on TensorFlow, NumPy arrays (faster there) on JAX and PyTorch
+    assert record["input_pipeline"] == ("tf.data" if backend == "tensorflow" else "arrays")
     assert 0.0 <= record["metrics"]["test_accuracy"] <= 1.0
 
 
@@ -77,3 +79,11 @@ def test_tensorboard_without_its_package_is_one_line_and_exit_2(run, tmp_path):
     assert "pip install tensorboard" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "out" / "mnist").exists()  # stopped before any run folder
+
+
+def test_arrays_input_refuses_augmentation_in_one_line(run, tmp_path):
+    result = run("mnist/mnist.py", "--input-pipeline", "arrays", "--augment", "flip", "--dataset",
+                 "digits", "--limit", "300", "--epochs", "1", "--output-dir", str(tmp_path))
+    assert result.returncode == 2
+    assert "leave out --input-pipeline arrays" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -67,7 +67,8 @@ def weights(model_file: Path) -> dict[str, np.ndarray]:
                  marks=_needs("tensorflow")),
 ])
 def test_mirrored_on_two_cpu_devices_trains_like_one_device(run, tmp_path, backend, flags, tolerance):
-    one, _ = _train(run, tmp_path / "one", "--backend", backend, *flags)
+    # --input-pipeline tf.data: the one-device run reads the same batches as the mirrored one.
+    one, _ = _train(run, tmp_path / "one", "--backend", backend, *flags, "--input-pipeline", "tf.data")
     two, two_history = _train(run, tmp_path / "two", "--backend", backend, *flags,
                               "--distribute", "mirrored", "--cpu-devices", "2")
 
@@ -123,7 +124,8 @@ def test_two_jax_processes_train_one_model_together(run, tmp_path):
     # Together they trained on whole batches of 64, as one process does: the
     # same weights as a one-process run, up to the order of float additions.
     # (Two processes that did not talk would each have seen half of each batch.)
-    alone = _train(run, tmp_path / "alone", "--backend", "jax", "--epochs", "2")
+    alone = _train(run, tmp_path / "alone", "--backend", "jax", "--epochs", "2",
+                   "--input-pipeline", "tf.data")  # the same batches as the two processes read
     assert alone[0]["distribution"]["num_processes"] == 1
     single = weights(_only_run(tmp_path / "alone") / "model.keras")
     for name in first:
