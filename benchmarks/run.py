@@ -9,7 +9,7 @@ each has its own backend and its own peak memory (``ru_maxrss``). A
 measurement that fails or times out becomes an error row; the rest go on.
 
     python benchmarks/run.py --quick      # every recipe, briefly: aims at 3-5 min on 2 idle cores
-    python benchmarks/run.py              # the full suite: planned for 20-25 min on 2 idle cores
+    python benchmarks/run.py              # the full suite: 21 min on 2 idle cores
     python benchmarks/run.py --recipe churn --backend jax --backend tensorflow --repeats 3
 
 Results go to outputs/benchmarks/<time>_suite/: results.md (the table),

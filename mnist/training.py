@@ -92,11 +92,12 @@ def pipeline(x, y, batch_size: int, flat: bool, *, shuffle_seed: int | None = No
 def feeds_arrays(augment=None) -> bool:
     """Whether ``fit`` should read NumPy arrays rather than a tf.data pipeline.
 
-    On JAX and PyTorch a tf.data pipeline runs TensorFlow's threads beside the
+    On PyTorch a tf.data pipeline runs TensorFlow's threads beside the
     backend's own and converts every batch; on 2 cores that made conv_net's
-    epochs 1.4-1.7x slower than ``fit`` on arrays (benchmarks/mnist.py). So
-    those backends get arrays, which Keras shuffles every epoch itself, unless
-    the images are augmented: the preprocessing layers run inside tf.data.
+    epochs 1.6x slower than ``fit`` on arrays (benchmarks/mnist_input.py; on
+    JAX the two were within noise). So JAX and PyTorch get arrays, which Keras
+    shuffles every epoch itself, unless the images are augmented: the
+    preprocessing layers run inside tf.data.
     """
     return augment is None and keras.backend.backend() != "tensorflow"
 

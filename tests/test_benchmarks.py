@@ -149,3 +149,15 @@ def test_help_names_every_recipe():
     assert done.returncode == 0
     for word in ("--quick", "--recipe", "--backend", "--repeats", "--output-dir", "best_conv_net"):
         assert word in done.stdout
+
+
+def test_input_benchmark_times_three_feeds(run, tmp_path):
+    result = run("benchmarks/mnist_input.py", "--dataset", "digits", "--images", "300", "--epochs", "2",
+                 "--repeats", "1", "--output-dir", str(tmp_path))
+    assert result.returncode == 0, result.stderr[-2000:]
+    (table,) = (tmp_path / "benchmarks").glob("*_mnist_input_conv_net/results.md")
+    lines = table.read_text().splitlines()
+    rows = [line for line in lines if line.startswith("| ") and "s/epoch" not in line]
+    assert [row.split(" | ")[0] for row in rows] == [
+        "| naive port (arrays, one-hot)", "| tf.data pipeline", "| NumPy arrays, integer labels"]
+    assert rows[0].rstrip(" |").endswith("1.00")  # the naive port against itself
