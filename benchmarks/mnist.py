@@ -46,7 +46,11 @@ class TestAccuracy(keras.callbacks.Callback):
         self.test_data, self.accuracy, self.stop_at = test_data, [], stop_at
 
     def on_epoch_end(self, epoch, logs=None):
-        self.accuracy.append(float(self.model.evaluate(self.test_data, verbose=0)[1]))
+        if isinstance(self.test_data, tuple):  # NumPy arrays (images, labels)
+            scores = self.model.evaluate(*self.test_data, batch_size=256, verbose=0)
+        else:
+            scores = self.model.evaluate(self.test_data, verbose=0)
+        self.accuracy.append(float(scores[1]))
         if self.stop_at is not None and self.accuracy[-1] >= self.stop_at:
             self.model.stop_training = True
 
@@ -102,8 +106,14 @@ def chapter(spec, data, epochs, batch_size, seed, stop_at: float | None = None, 
     keras.utils.set_random_seed(seed)
     model = spec.build(data.image_shape, 10)
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    inputs = training.fit_inputs(data, batch_size, spec.flat_input, seed=seed)
-    test = training.pipeline(data.x_test, data.y_test, batch_size, spec.flat_input)
+    arrays = training.feeds_arrays()
+    inputs = training.fit_inputs(data, batch_size, spec.flat_input, seed=seed, arrays=arrays)
+    # The test set is scored the way the training data is fed: no tf.data
+    # threads beside a backend that trains on arrays.
+    if arrays:
+        test = (data.x_test.reshape((-1, *inputs["x"].shape[1:])), data.y_test)
+    else:
+        test = training.pipeline(data.x_test, data.y_test, batch_size, spec.flat_input)
     # EpochTimer's span ends before TestAccuracy scores the test set.
     scorer = TestAccuracy(test, stop_at=stop_at)
     history = model.fit(**inputs, epochs=epochs, callbacks=[EpochTimer(), *callbacks, scorer], verbose=0)
