@@ -177,8 +177,11 @@ SHELL_STOPS = {"|", "||", "&", "&&", ";", ">", ">>", "2>", "<"}
 
 
 def shown_commands(page: Path):
-    """(line number, text) of every python command shown: lines of code blocks that are not
-    Python source or JSON, joined across trailing backslashes, and inline code spans."""
+    """(line number, text, inline) of every python command shown: lines of code blocks that are
+    not Python source or JSON, joined across trailing backslashes, and inline code spans.
+
+    A command whose next line in its block is an ``error:`` or ``usage:`` line is shown failing
+    on purpose (a page about bad input) and is left out."""
     lines = read_lines(page)
     i = 0
     while i < len(lines):
@@ -188,10 +191,14 @@ def shown_commands(page: Path):
             while text.rstrip().endswith("\\") and i + 1 < len(lines) and lines[i + 1].in_code:
                 i += 1
                 text = text.rstrip()[:-1] + " " + lines[i].text.strip()
-            yield number, text
+            following = lines[i + 1] if i + 1 < len(lines) else None
+            shown_failing = (following is not None and following.in_code
+                             and following.text.lstrip().startswith(("error:", "usage:")))
+            if not shown_failing:
+                yield number, text, False
         elif not line.in_code:
             for span in re.findall(r"(?<!`)`([^`]+)`(?!`)", line.text):
-                yield line.number, span
+                yield line.number, span, True
         i += 1
 
 
@@ -202,6 +209,7 @@ def split_command(text: str) -> list[str] | None:
     if text.startswith("$ "):
         text = text[2:]
     text = re.sub(r"\[(--[^\]]*)\]", r"\1", text)  # "[--flag value]": an optional part, shown
+    text = re.sub(r"<[^<>|]*>", lambda m: m.group(0).replace(" ", "_"), text)  # "<a run>": one word
     try:
         lexer = shlex.shlex(text, posix=True, punctuation_chars="|&;")
         lexer.whitespace_split = True
@@ -211,8 +219,8 @@ def split_command(text: str) -> list[str] | None:
         return None
     while words and ENV_ASSIGNMENT.match(words[0]):
         words.pop(0)
-    if not words or words[0] not in ("python", "python3"):
-        return None
+    if not words or words[0] not in ("python", "python3") or "..." in words:
+        return None  # not python, or abbreviated: "..." stands for arguments left out
     for index, word in enumerate(words):
         if word in SHELL_STOPS or word.startswith((">", "2>")):
             return words[:index]
@@ -226,6 +234,7 @@ class Command:
     words: list[str]
     module: str  # import name of the script, or a path to load it from
     argv: list[str]
+    inline: bool = False  # an inline code span in the text, which may only name the tool
 
     @property
     def where(self) -> str:
@@ -252,13 +261,13 @@ def resolve(words: list[str]) -> tuple[str, list[str]] | None:
 
 COMMANDS = []
 for _page in PAGES:
-    for _number, _text in shown_commands(_page):
+    for _number, _text, _inline in shown_commands(_page):
         _words = split_command(_text)
         if _words is None:
             continue
         _resolved = resolve(_words)
         if _resolved is not None:
-            COMMANDS.append(Command(_page, _number, _words, *_resolved))
+            COMMANDS.append(Command(_page, _number, _words, *_resolved, inline=_inline))
 
 
 class _Parsed(BaseException):  # noqa: N818 - a signal, not an error; BaseException so no handler eats it
@@ -309,7 +318,10 @@ def parse_only(command: Command, monkeypatch) -> str | None:
         asks_for_help = any(a in ("-h", "--help") for a in command.argv)
         if stop.code in (0, None) and asks_for_help:
             return None
-        return f"exit {stop.code}: {stderr.getvalue().strip()}"
+        message = stderr.getvalue().strip()
+        if command.inline and "the following arguments are required" in message:
+            return None  # text that names a tool ("run `python -m utils.inspect` on a run")
+        return f"exit {stop.code}: {message.splitlines()[-1] if message else ''}"
     finally:
         os.environ.clear()
         os.environ.update(environment)
@@ -327,6 +339,9 @@ def test_split_command():
     assert split_command("$ python mlp/mlp.py --predict Age=52 | head") == [
         "python", "mlp/mlp.py", "--predict", "Age=52"]
     assert split_command("pytest -q") is None
+    assert split_command("python cnn/filters.py outputs/mnist/<a conv_net run> --index 0") == [
+        "python", "cnn/filters.py", "outputs/mnist/<a_conv_net_run>", "--index", "0"]
+    assert split_command("python serving/app.py --backend jax ...") is None
     assert resolve(["python", "-m", "pytest"]) is None
     assert resolve(["python", "-m", "utils.compare", "--latest", "5"]) == ("utils.compare",
                                                                             ["--latest", "5"])
