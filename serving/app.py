@@ -502,7 +502,10 @@ def main(argv=None) -> int:
         app, args.host, args.port, header_timeout=args.header_timeout, body_timeout=args.body_timeout,
         keep_alive_timeout=args.keep_alive_timeout, max_connections=args.max_connections,
         log_level="warning" if args.quiet else "info", access_log=not args.quiet)
-    uvicorn.Server(config).run()
+    try:
+        uvicorn.Server(config).run()
+    except KeyboardInterrupt:  # uvicorn re-raises the Ctrl-C it handled; the shutdown was clean
+        pass
     return 0
 
 

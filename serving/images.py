@@ -34,7 +34,7 @@ from serving.limits import MAX_ASPECT, MAX_OWN_SIZE_PIXELS, MAX_PIXELS
 
 #: Working memory of a conversion beyond the decoded pixels: a grayscale copy,
 #: its inverse and the ink mask for digits, a mode conversion for palettes.
-WORK_BYTES_PER_PIXEL = 8
+WORK_BYTES_PER_PIXEL = 4
 FIXED_COST_BYTES = 4 * 2**20
 
 

@@ -100,8 +100,8 @@ def test_pixel_cap_is_a_flag_checked_on_the_header(digit_client):
 
 
 def test_a_picture_over_the_whole_decode_budget_gets_413(digit_client):
-    # 1900x1900 RGB: 3.6 million pixels of 4 bytes plus working copies, over the 32 MB of the test app
-    response = post_png(digit_client, np.zeros((1900, 1900, 3), "uint8") + 255)
+    # 2000x2000 RGB: 4 million pixels of 4 bytes plus working copies, over the 32 MB of the test app
+    response = post_png(digit_client, np.zeros((2000, 2000, 3), "uint8") + 255)
     assert response.status_code == 413, response.text
     assert "MB to decode" in response.json()["detail"]
 
