@@ -242,6 +242,42 @@ def test_a_model_of_any_image_size_takes_pictures_at_their_own_size(models_dir):
         <= 3 * images.MAX_OWN_SIZE_PIXELS
 
 
+def test_a_model_that_fails_on_the_test_input_is_refused_in_one_line():
+    model = keras.Sequential([keras.Input((None, None, 3)), keras.layers.Conv2D(1, 40),  # needs 40x40
+                              keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(2)])
+    served = loading.ServedModel(model, "in memory", ["a", "b"], "rgb_any")
+    with pytest.raises(service.TutorialError, match="fails on a test input"):
+        service.create_app(served)
+
+
+@pytest.mark.parametrize("mode", ["batch", "thread", "inline"])
+def test_every_batching_mode_takes_named_inputs_and_pictures_of_any_size(mode):
+    async def burst():
+        from serving.predictor import Predictor
+
+        class Echo:  # sums each input, so every request can check it got its own rows back
+            def predict_on_batch(self, x):
+                if isinstance(x, dict):
+                    return {"total": sum(v.reshape(len(v), -1).sum(1, keepdims=True) for v in x.values())}
+                return x.reshape(len(x), -1).sum(1, keepdims=True)
+
+        predictor = Predictor(Echo(), mode=mode)
+        await predictor.start()
+        inputs = [np.full((1, 4 + i % 3, 5, 3), i, "float32") for i in range(9)]  # three image sizes
+        inputs += [{"a": np.full((2, 2), i, "float32"), "b": np.full((2, 1), 1, "int32")} for i in range(3)]
+        results = await asyncio.gather(*(predictor.predict(x) for x in inputs))
+        await predictor.stop()
+        return predictor, inputs, results
+
+    predictor, inputs, results = asyncio.run(burst())
+    for x, result in zip(inputs, results):
+        if isinstance(x, dict):
+            assert result["total"][:, 0].tolist() == [2 * x["a"][0, 0] + 1] * 2
+        else:
+            assert result[:, 0].tolist() == [x.sum()]
+    assert predictor.inputs == 15 and predictor.calls <= (6 if mode == "batch" else 12)  # 4 shapes: 4 calls
+
+
 def test_a_regression_model_answers_values(models_dir):
     keras.utils.set_random_seed(1)
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)], name="regression")
@@ -328,7 +364,7 @@ def read_until_closed(sock: socket.socket, limit: float = 6.0) -> tuple[bytes, f
     (b"", "headers"),                                                   # connects, sends nothing
     (b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
      b"Content-Length: 100\r\n\r\n[[0.1,", "body"),                   # a body that stops
-])
+], ids=["half a header", "nothing at all", "half a body"])
 def test_a_stalled_client_is_dropped_while_health_answers(timed_server, sent, what):
     with socket.create_connection(("127.0.0.1", timed_server)) as stalled:
         stalled.sendall(sent)
