@@ -374,9 +374,10 @@ def seconds(text: str) -> float:
     return value
 
 
-def parse_args(argv=None):
-    from serving import limits
+from serving import limits  # noqa: E402  (no imports of its own: the defaults for --help)
 
+
+def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description="Serve a saved Keras model over HTTP: POST an image or JSON inputs to /predict.",
         formatter_class=cli._HelpFormatter,
