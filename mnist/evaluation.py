@@ -6,16 +6,29 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import ConfusionMatrixDisplay, classification_report
+from sklearn.metrics import ConfusionMatrixDisplay, classification_report, confusion_matrix
 
 from utils.plots import STYLE, plt  # pyplot set up headless (Agg)
 
 
+def confusion_counts(y_true, y_pred, classes: int) -> np.ndarray:
+    """(classes, classes) counts, rows: true class, columns: predicted class; a class that
+    neither the labels nor the predictions hold still gets its row and column."""
+    return confusion_matrix(y_true, y_pred, labels=list(range(classes)))
+
+
 def confusion_matrix_png(y_true, y_pred, class_names, title: str, path: Path) -> Path:
-    """Rows: true class, columns: predicted class; the diagonal is what is right."""
-    fig, ax = plt.subplots(figsize=(8, 7))
-    ConfusionMatrixDisplay.from_predictions(y_true, y_pred, display_labels=class_names, ax=ax,
-                                            colorbar=False, cmap="Blues", xticks_rotation=45)
+    """Rows: true class, columns: predicted class; the diagonal is what is right.
+
+    The counts are also written beside the picture, as ``<name>.csv``."""
+    counts = confusion_counts(y_true, y_pred, len(class_names))
+    pd.DataFrame(counts, index=pd.Index(class_names, name="true"),
+                 columns=class_names).to_csv(Path(path).with_suffix(".csv"))
+    side = min(max(4.0, 0.6 * len(class_names) + 2), 24)
+    fig, ax = plt.subplots(figsize=(side + 1, side))
+    ConfusionMatrixDisplay(counts, display_labels=class_names).plot(
+        ax=ax, colorbar=False, cmap="Blues", xticks_rotation=45,
+        include_values=len(class_names) <= 30)
     ax.set_title(f"{title}: confusion matrix (test set)")
     fig.tight_layout()
     fig.savefig(path, dpi=90)
@@ -32,7 +45,11 @@ def misclassified_png(images, y_true, y_pred, class_names, title: str, path: Pat
     for ax in axes.ravel():
         ax.axis("off")
     for ax, index in zip(axes.ravel(), wrong):
-        ax.imshow(images[index].reshape(images.shape[1], images.shape[2]), cmap="gray_r")
+        image = images[index]
+        if image.shape[-1] == 1:  # grayscale: dark ink on white, as on paper
+            ax.imshow(image[..., 0], cmap="gray_r", vmin=0, vmax=1)
+        else:
+            ax.imshow(np.clip(image, 0, 1))
         ax.set_title(f"pred {class_names[y_pred[index]]}\ntrue {class_names[y_true[index]]}", fontsize=8)
     fig.suptitle(f"{title}: {len(np.flatnonzero(y_true != y_pred))} test images misclassified"
                  f" (first {len(wrong)})")

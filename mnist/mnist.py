@@ -51,12 +51,12 @@ def parse_args(argv=None):
                         help="step size; None keeps the optimiser's Keras default")
     parser.add_argument("--schedule", choices=("constant", "cosine"), default="constant",
                         help="learning rate over the run: constant, or cosine decay to 0")
-    parser.add_argument("--augment", nargs="?", const="seed", default=None,
+    parser.add_argument("--augment", nargs="?", const="original", default=None,
                         choices=sorted(training.AUGMENTATIONS), metavar="KIND",
-                        help="alter the training images at random every epoch: 'seed' (the "
-                             "original's rotations, shifts, shear and zoom; what a bare --augment "
-                             "means), 'flip' (mirror left-right: clothes, not digits) or "
-                             "'flip_shift' (mirror and shift) (default: none)")
+                        help="alter the training images at random every epoch: 'original' (the "
+                             "original tutorial's augmentation: rotations, shifts, shear and zoom; "
+                             "what a bare --augment means), 'flip' (mirror left-right: clothes, not "
+                             "digits) or 'flip_shift' (mirror and shift) (default: none)")
     parser.add_argument("--resume", nargs="?", const="latest", default=None, metavar="RUN_DIR",
                         help="continue an interrupted run from its last finished epoch: the given "
                              "run folder, or the newest unfinished one of the model")
@@ -124,6 +124,8 @@ def main(argv=None) -> int:
     plan = distribute.setup(args)  # devices, processes, precision: before any data or model
     data = load_data(args.dataset, args.data_dir, seed=args.seed, limit=args.limit)
     print(f"*** {data.describe()}" + (f"\n*** {data.note}" if data.note else ""), flush=True)
+    for name in names:  # every model can read these images, or one line before any training
+        models.get_spec(name).check_image_shape(data.image_shape)
     if plan.strategy != "none":
         print(plan.describe(args.batch_size), flush=True)
     results = {}

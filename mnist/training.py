@@ -6,6 +6,7 @@ import contextlib
 import io
 import json
 import math
+import shutil
 import time
 from pathlib import Path
 
@@ -25,12 +26,16 @@ OPTIMIZERS = {"adam": keras.optimizers.Adam, "rmsprop": keras.optimizers.RMSprop
               "sgd": keras.optimizers.SGD, "adamw": keras.optimizers.AdamW}
 INPUT_PIPELINES = ("auto", "tf.data", "arrays")  # --input-pipeline
 LOG = "epochs.csv"        # CSVLogger's live log, one row per finished epoch
-BACKUP = "backup"         # BackupAndRestore's folder; removed when training completes
+BACKUP = "backup"         # BackupAndRestore's folder; removed once run.json is written
+STARTED = "started.json"  # inside BACKUP: the flags a resumed run must share with the interrupted one
+#: The flags that shape the training itself: resuming with any of them changed would mix two runs.
+RESUME_FLAGS = ("dataset", "data_dir", "limit", "optimizer", "learning_rate", "batch_size", "schedule",
+                "augment", "epochs")
 
 
-def _seed_augmentation() -> list:
-    # The original's ImageDataGenerator settings as Keras 3 preprocessing
-    # layers: rotation up to 8 degrees, shifts and zoom up to 8%, shear 0.3.
+def _original_augmentation() -> list:
+    # The original tutorial's ImageDataGenerator settings as Keras 3
+    # preprocessing layers: rotation up to 8 degrees, shifts and zoom up to 8%, shear 0.3.
     return [keras.layers.RandomRotation(8 / 360, fill_mode="constant"),
             keras.layers.RandomTranslation(0.08, 0.08, fill_mode="constant"),
             keras.layers.RandomShear(x_factor=0.3, fill_mode="constant"),
@@ -51,11 +56,11 @@ def _flip_shift_augmentation() -> list:
             keras.layers.RandomTranslation(0.1, 0.1, fill_mode="constant")]
 
 
-AUGMENTATIONS = {"seed": _seed_augmentation, "flip": _flip_augmentation,
+AUGMENTATIONS = {"original": _original_augmentation, "flip": _flip_augmentation,
                  "flip_shift": _flip_shift_augmentation}
 
 
-def augmenter(kind: str = "seed") -> keras.Sequential:
+def augmenter(kind: str = "original") -> keras.Sequential:
     """The named augmentation as one model applied to training batches."""
     return keras.Sequential(AUGMENTATIONS[kind](), name=f"augment_{kind}")
 
@@ -146,6 +151,35 @@ def find_resumable(output_dir: Path, model_name: str, explicit: str | None) -> P
     return candidates[-1]
 
 
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def resume_record(args, data: ImageData) -> dict:
+    """What a resumed run must share with the one it continues (``dataset`` as resolved)."""
+    record = {name: getattr(args, name, None) for name in RESUME_FLAGS}
+    record["dataset"] = data.name
+    record["data_dir"] = str(args.data_dir) if getattr(args, "data_dir", None) else None
+    return record
+
+
+def check_resume(run_dir: Path, record: dict) -> None:
+    """Refuse, in one line, to continue a run with flags that differ from its start."""
+    path = run_dir / BACKUP / STARTED
+    try:
+        started = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return  # a run begun before the flags were recorded: nothing to compare
+    if not isinstance(started, dict):
+        return
+    differ = [name for name in RESUME_FLAGS if name in started and started[name] != record.get(name)]
+    if differ:
+        was = ", ".join(f"{_flag(n)} {started[n]}" for n in differ)
+        now = ", ".join(f"{_flag(n)} {record.get(n)}" for n in differ)
+        raise TutorialError(f"--resume: {run_dir} was started with {was}, not {now}: resume it with "
+                            "the same flags, or start a new run without --resume")
+
+
 def _prepare_resume(run_dir: Path) -> float | None:
     """Make the run folder consistent with its backup before training goes on.
 
@@ -186,10 +220,28 @@ def _summary(model) -> str:
     return buffer.getvalue()
 
 
+def scored(x, y, batch_size: int):
+    """The test images and labels that ``evaluate`` and ``predict`` will both see.
+
+    With ``KERAS_MAX_STEPS_PER_EPOCH`` set (Keras's way to shorten a run), Keras
+    stops every loop, evaluation and prediction included, after that many
+    batches: the labels are cut to the same first images, so the scores, the
+    confusion matrix and the misclassified images all describe one set.
+    """
+    steps = keras.config.max_steps_per_epoch()
+    if steps:
+        x, y = x[:steps * batch_size], y[:steps * batch_size]
+    return x, y
+
+
 def train_and_evaluate(spec: ModelSpec, data: ImageData, args, argv=None) -> runs.RunResult:
     """Train one model on ``data``, evaluate the best epoch on the test set, write the run folder."""
     keras.utils.set_random_seed(args.seed)
+    spec.check_image_shape(data.image_shape)  # before any folder is made
     resume_dir = find_resumable(args.output_dir, spec.name, args.resume) if args.resume else None
+    started = resume_record(args, data)
+    if resume_dir:
+        check_resume(resume_dir, started)
     plan = distribute.active()  # devices, processes and precision (chapter 9, --distribute)
     run = runs.Run(CHAPTER, spec.name, args, argv,
                    run_dir=resume_dir or plan.run_dir(args.output_dir, CHAPTER, spec.name))
@@ -203,6 +255,8 @@ def train_and_evaluate(spec: ModelSpec, data: ImageData, args, argv=None) -> run
         print(f"run folder: {runs.shown_path(run.dir)}" + (" (resumed)" if resume_dir else ""))
 
     best_so_far = _prepare_resume(run.dir) if resume_dir else None
+    run.path(BACKUP).mkdir(exist_ok=True)
+    (run.path(BACKUP) / STARTED).write_text(json.dumps(started, indent=2) + "\n")
     callbacks = [
         EpochTimer(),
         keras.callbacks.ModelCheckpoint(run.path("best.keras"), monitor="val_accuracy", mode="max",
@@ -211,7 +265,10 @@ def train_and_evaluate(spec: ModelSpec, data: ImageData, args, argv=None) -> run
         # two, the resumed run drops that row and repeats the epoch, never the reverse.
         keras.callbacks.CSVLogger(run.path(LOG), append=True),
         # Two generations of backup: a kill while one is being written leaves the other.
-        keras.callbacks.BackupAndRestore(run.path(BACKUP), double_checkpoint=True),
+        # Kept after the last epoch until run.json is written, so a run killed in between
+        # can still be finished with --resume.
+        keras.callbacks.BackupAndRestore(run.path(BACKUP), double_checkpoint=True,
+                                         delete_checkpoint=False),
     ]
     if args.tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(run.path("tensorboard")))
@@ -234,7 +291,8 @@ def train_and_evaluate(spec: ModelSpec, data: ImageData, args, argv=None) -> run
     # The test set is used once, on the epoch that did best on validation.
     with plan.local():  # on one device, every test image, whatever trained the model
         best = _load_best(run.path("best.keras"), model)
-        test = pipeline(data.x_test, data.y_test, args.batch_size, spec.flat_input)
+        x_test, y_test = scored(data.x_test, data.y_test, args.batch_size)
+        test = pipeline(x_test, y_test, args.batch_size, spec.flat_input)
         test_loss, test_accuracy = best.evaluate(test, verbose=0)
         predicted = best.predict(test, verbose=0).argmax(axis=1)
 
@@ -242,11 +300,11 @@ def train_and_evaluate(spec: ModelSpec, data: ImageData, args, argv=None) -> run
     history["epoch"] += 1
     title = f"{spec.name} on {data.name}"
     plots.save_standard_plots(history, title, run.dir)
-    evaluation.confusion_matrix_png(data.y_test, predicted, data.class_names, title,
+    evaluation.confusion_matrix_png(y_test, predicted, data.class_names, title,
                                     run.path("confusion_matrix.png"))
-    evaluation.misclassified_png(data.x_test, data.y_test, predicted, data.class_names, title,
+    evaluation.misclassified_png(x_test, y_test, predicted, data.class_names, title,
                                  run.path("misclassified.png"))
-    class_report = evaluation.report_text(data.y_test, predicted, data.class_names)
+    class_report = evaluation.report_text(y_test, predicted, data.class_names)
     run.path("classification_report.txt").write_text(class_report)
     metrics = {
         "test_accuracy": float(test_accuracy), "test_loss": float(test_loss),
@@ -254,14 +312,17 @@ def train_and_evaluate(spec: ModelSpec, data: ImageData, args, argv=None) -> run
         "best_epoch": int(history.loc[history["val_accuracy"].idxmax(), "epoch"]),
         "epochs": int(len(history)), "median_epoch_seconds": float(history["epoch_seconds"].median()),
         "fit_seconds_this_session": fit_seconds, "params": int(model.count_params()),
+        "test_images": int(len(y_test)),
     }
     if not args.quiet:
         print(class_report)
     result = run.finish(model=best, history=history, metrics=metrics, dataset=data.name,
                         dataset_note=data.note, dataset_shapes=data.describe(), augment=args.augment,
+                        class_names=data.class_names, image_shape=list(data.image_shape),
                         input_pipeline="arrays" if arrays else "tf.data",
                         **plan.record(args.batch_size))
     write_run_report(result, spec, data, args, _summary(model), class_report)
+    shutil.rmtree(run.path(BACKUP), ignore_errors=True)  # the run is complete: nothing to resume
     return result
 
 

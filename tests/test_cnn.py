@@ -52,7 +52,7 @@ def test_a_wrong_formula_is_caught(monkeypatch):
     model = models.build_model("conv_net")
     monkeypatch.setattr(shapes, "conv_length", lambda n, k, s, p, d=1: (n - k) // s)  # off by one
     rows = shapes.analyse(model)
-    with pytest.raises(ShapeMismatchError, match=r"layer conv2d.*26x26x32"):
+    with pytest.raises(ShapeMismatchError, match=r"layer conv_1.*26x26x32"):
         shapes.check(rows, model)
 
 

@@ -187,7 +187,7 @@ def test_augmentations_alter_training_images_but_keep_their_shape_and_range():
 
 
 def test_augment_flag_accepts_a_bare_flag_a_kind_and_rejects_others(run, tmp_path):
-    assert mnist.parse_args(["--augment"]).augment == "seed"
+    assert mnist.parse_args(["--augment"]).augment == "original"
     assert mnist.parse_args(["--augment", "flip_shift"]).augment == "flip_shift"
     assert mnist.parse_args([]).augment is None
     result = run("mnist/mnist.py", "--augment", "rotate", "--output-dir", str(tmp_path))

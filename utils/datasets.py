@@ -24,8 +24,10 @@ from __future__ import annotations
 import argparse
 import gzip
 import hashlib
+import math
 import os
 import sys
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -223,23 +225,32 @@ def _open(path: Path, mode: str):
 
 
 def read_idx(path: Path | str) -> np.ndarray:
-    """Read an IDX file, gzip-compressed or raw, into a NumPy array."""
+    """Read an IDX file, gzip-compressed or raw, into a NumPy array.
+
+    The header's dimensions are checked against the file's size, so a file cut
+    short (an interrupted download or copy) is reported, never half-read.
+    """
     path = Path(path)
     try:
         with _open(path, "rb") as handle:
             raw = handle.read()
-    except (OSError, EOFError) as err:
+    except (OSError, EOFError, gzip.BadGzipFile) as err:
         raise TutorialError(f"cannot read IDX file {path}: {err}") from None
     if len(raw) < 4 or raw[0:2] != b"\0\0" or raw[2] not in IDX_TYPES:
         raise TutorialError(f"{path} is not an IDX file (bad header)")
     ndim = raw[3]
+    if len(raw) < 4 + 4 * ndim:
+        raise TutorialError(f"{path} is truncated: its header announces {ndim} dimensions "
+                            f"but the file ends after {len(raw)} bytes")
     dims = tuple(int(d) for d in np.frombuffer(raw, ">u4", count=ndim, offset=4))
     dtype = np.dtype(IDX_TYPES[raw[2]])
-    expected = int(np.prod(dims)) * dtype.itemsize
+    expected = math.prod(dims) * dtype.itemsize
     body = raw[4 + 4 * ndim:]
     if len(body) != expected:
-        raise TutorialError(f"{path} is truncated: header promises {expected} bytes, "
-                            f"file holds {len(body)}")
+        shape = "x".join(map(str, dims))
+        problem = "is truncated" if len(body) < expected else "has extra bytes"
+        raise TutorialError(f"{path} {problem}: its header promises {shape} values "
+                            f"({expected} bytes), the file holds {len(body)}")
     return np.frombuffer(body, dtype).reshape(dims).astype(dtype.newbyteorder("="))
 
 
@@ -258,29 +269,77 @@ def write_idx(path: Path | str, array: np.ndarray) -> Path:
     return path
 
 
+IDX_SPLITS = ("train", "t10k")
+NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
+
+
+def _idx_candidates(directory: Path, split: str, kind: str) -> list[Path]:
+    # The names MNIST mirrors use: "-idx3-ubyte" or ".idx3-ubyte", gzip or not;
+    # colour images (n, height, width, 3) are stored with four dimensions, idx4.
+    ranks = (3, 4) if kind == "images" else (1,)
+    return [directory / f"{split}-{kind}{sep}idx{rank}-ubyte{ext}"
+            for rank in ranks for sep in ("-", ".") for ext in (".gz", "")]
+
+
 def _find_idx(directory: Path, split: str, kind: str) -> Path:
-    # Accept the names MNIST mirrors use: "-idx3-ubyte" or ".idx3-ubyte", gzip or not.
+    for candidate in _idx_candidates(directory, split, kind):
+        if candidate.is_file():
+            return candidate
     rank = 3 if kind == "images" else 1
-    for sep in ("-", "."):
-        for ext in (".gz", ""):
-            candidate = directory / f"{split}-{kind}{sep}idx{rank}-ubyte{ext}"
-            if candidate.is_file():
-                return candidate
     raise DatasetNotFoundError(
         f"{directory} holds no {split}-{kind}-idx{rank}-ubyte[.gz]: an MNIST-format folder needs "
         "train-images, train-labels, t10k-images and t10k-labels IDX files"
     )
 
 
-def load_idx_dir(directory: Path | str):
-    """Load an MNIST-format folder: ``((x_train, y_train), (x_test, y_test))``."""
+def holds_idx(directory: Path | str) -> bool:
+    """Whether ``directory`` holds at least one IDX file of an MNIST-format dataset."""
+    return any(c.is_file() for split in IDX_SPLITS for kind in ("images", "labels")
+               for c in _idx_candidates(Path(directory), split, kind))
+
+
+def idx_files(directory: Path | str) -> dict[str, Path]:
+    """The four IDX files of an MNIST-format folder, keyed like an npz: x_train, y_train, ..."""
     directory = Path(directory)
     if not directory.is_dir():
         raise DatasetNotFoundError(f"{directory} is not a folder")
-    return tuple(
-        (read_idx(_find_idx(directory, split, "images")), read_idx(_find_idx(directory, split, "labels")))
-        for split in ("train", "t10k")
-    )
+    return {f"{xy}_{'test' if split == 't10k' else split}": _find_idx(directory, split, kind)
+            for split in IDX_SPLITS for xy, kind in (("x", "images"), ("y", "labels"))}
+
+
+def load_idx_dir(directory: Path | str):
+    """Load an MNIST-format folder: ``((x_train, y_train), (x_test, y_test))``."""
+    arrays = {key: read_idx(path) for key, path in idx_files(directory).items()}
+    return (arrays["x_train"], arrays["y_train"]), (arrays["x_test"], arrays["y_test"])
+
+
+def load_npz(path: Path | str):
+    """Load an ``.npz`` holding x_train, y_train, x_test and y_test (Keras's mnist.npz layout).
+
+    Pickled Python objects are refused (``allow_pickle=False``): loading them could run code.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetNotFoundError(f"{path} does not exist")
+    if not zipfile.is_zipfile(path):
+        raise TutorialError(f"{path} is not an .npz file (not a zip archive of arrays): save the "
+                            "dataset with numpy.savez(path, x_train=..., y_train=..., ...)")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            missing = [key for key in NPZ_KEYS if key not in npz.files]
+            if missing:
+                found = ", ".join(npz.files) or "nothing"
+                raise TutorialError(f"{path} lacks {', '.join(missing)}: an .npz dataset needs the "
+                                    f"arrays {', '.join(NPZ_KEYS)} (it holds {found})")
+            arrays = {key: npz[key] for key in NPZ_KEYS}
+    except ValueError as err:
+        if "pickle" in str(err):
+            raise TutorialError(f"{path} holds pickled Python objects, which are not loaded (they "
+                                "could run code): save plain numeric arrays with numpy.savez") from None
+        raise TutorialError(f"cannot read {path}: {err}") from None
+    except (OSError, EOFError, zipfile.BadZipFile) as err:
+        raise TutorialError(f"cannot read {path} as an .npz file: {err}") from None
+    return (arrays["x_train"], arrays["y_train"]), (arrays["x_test"], arrays["y_test"])
 
 
 def load_fashion_mnist(explicit_dir: Path | str | None = None, download: bool = True):
@@ -296,9 +355,7 @@ def load_mnist(explicit: Path | str | None = None, download: bool = True):
     """MNIST as uint8 arrays: an MNIST-format folder, or Keras's ``mnist.npz``."""
     if explicit is not None and Path(explicit).is_dir() and not (Path(explicit) / "mnist.npz").is_file():
         return load_idx_dir(explicit)
-    path = locate("mnist", "mnist.npz", explicit, download)
-    with np.load(path, allow_pickle=False) as npz:
-        return (npz["x_train"], npz["y_train"]), (npz["x_test"], npz["y_test"])
+    return load_npz(locate("mnist", "mnist.npz", explicit, download))
 
 
 # --- command line ----------------------------------------------------------------
