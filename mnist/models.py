@@ -50,13 +50,13 @@ class ModelSpec:
 
     def check_image_shape(self, image_shape) -> None:
         """One line, before any training, when the images are too small for this model."""
-        height, width = image_shape[:2]
-        smallest = self.smallest_side(image_shape[2])
+        height, width, channels = image_shape
+        smallest = self.smallest_side(channels)
         if min(height, width) < smallest:
             raise TutorialError(
-                f"{self.name} cannot read {height}x{width} images: its convolutions and poolings need "
-                f"at least {smallest}x{smallest} pixels; choose another model (an MLP reads any size) "
-                "or larger images")
+                f"{self.name} cannot read {height}x{width}x{channels} images: its convolutions and "
+                f"poolings need at least {smallest}x{smallest} pixels; choose another model (an MLP "
+                "reads any size) or larger images")
 
     def build(self, image_shape: tuple[int, int, int] = (28, 28, 1), classes: int = 10) -> keras.Model:
         try:

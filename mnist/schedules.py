@@ -452,6 +452,8 @@ def main(argv=None) -> int:
     cli.select_backend(args.backend)
     data = image_data.load_images(args.dataset, args.data_dir, seed=args.seed, limit=args.limit)
     print(f"*** {data.describe()}" + (f"\n*** {data.note}" if data.note else ""), flush=True)
+    if args.demo in ("schedules", "all"):  # the model reads these images, or one line now
+        models.get_spec(args.model).check_image_shape(data.image_shape)
     run = runs.Run(CHAPTER, args.demo, args, argv)
     schedule_part = compare_schedules(data, args, run) if args.demo in ("schedules", "all") else None
     fit_part = fit_demo(data, args, run) if args.demo in ("fit", "all") else None
@@ -476,7 +478,8 @@ def main(argv=None) -> int:
     history = pd.concat(histories, ignore_index=True)
     history = history[["run", *(c for c in history.columns if c != "run")]]
     run.finish(model=keep.model if keep else None, history=history, metrics=metrics, dataset=data.name,
-               dataset_note=data.note, dataset_shapes=data.describe(), **extra)
+               dataset_note=data.note, dataset_shapes=data.describe(), class_names=data.class_names,
+               **extra)
     write_report(run, args, data, schedule_part, fit_part)
     print(f"\nrun folder: {runs.shown_path(run.dir)} (report.html, figures, CSV tables"
           + (f", model.keras = {keep.name}" if keep else "") + ")")

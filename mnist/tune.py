@@ -210,6 +210,7 @@ def tune(data: image_data.ImageData, args, argv=None) -> runs.RunResult:
                "search_seconds": search_seconds, "params": int(model.count_params())}
     result = run.finish(model=model, history=history, metrics=metrics, dataset=data.name,
                         dataset_note=data.note, dataset_shapes=data.describe(), tuner=args.tuner,
+                        class_names=data.class_names,
                         best_hyperparameters=best, trials=rows)
     space = {"units": f"{UNITS[0]}..{UNITS[1]} step {UNITS[2]}",
              "dropout": f"{DROPOUT[0]}..{DROPOUT[1]} step {DROPOUT[2]}",

@@ -101,7 +101,7 @@ def test_images_too_small_for_a_model_are_one_line_before_training(tmp_path, cap
     assert mnist.main(quick_args(tmp_path / "out", "--data-dir", str(folder), "-m", "mlp_one_layer",
                                  "-m", "conv_net")) == 2
     (line,) = capsys.readouterr().err.strip().splitlines()
-    assert "conv_net cannot read 10x12 images" in line and "18x18" in line
+    assert "conv_net cannot read 10x12x1 images" in line and "18x18" in line
     assert not (tmp_path / "out" / "mnist").exists()  # not even the MLP trained first
 
 
