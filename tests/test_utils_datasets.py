@@ -166,3 +166,35 @@ def test_gzip_detection_does_not_trust_the_suffix(tmp_path):
     with gzip.open(disguised, "wb") as handle:
         handle.write(raw.read_bytes())
     np.testing.assert_array_equal(datasets.read_idx(disguised), [0, 1, 2])
+
+
+def test_colour_idx_folders_use_four_dimensions(tmp_path):
+    for split, n in (("train", 3), ("t10k", 2)):
+        datasets.write_idx(tmp_path / f"{split}-images-idx4-ubyte.gz", np.ones((n, 8, 6, 3), "uint8"))
+        datasets.write_idx(tmp_path / f"{split}-labels-idx1-ubyte.gz", np.zeros(n, "uint8"))
+    assert datasets.holds_idx(tmp_path) and not datasets.holds_idx(tmp_path / "nothing")
+    (x_train, _), (x_test, _) = datasets.load_idx_dir(tmp_path)
+    assert x_train.shape == (3, 8, 6, 3) and x_test.shape == (2, 8, 6, 3)
+
+
+def test_idx_header_dimensions_are_checked_against_the_file_size(tmp_path):
+    path = datasets.write_idx(tmp_path / "x-idx3-ubyte", np.zeros((2, 3, 4), "uint8"))
+    path.write_bytes(path.read_bytes() + b"\0")
+    with pytest.raises(TutorialError, match=r"x-idx3-ubyte has extra bytes: its header promises 2x3x4"):
+        datasets.read_idx(path)
+    path.write_bytes(b"\0\0\x08\x03" + b"\0\0\0\x02")  # three dimensions announced, one given
+    with pytest.raises(TutorialError, match="truncated: its header announces 3 dimensions"):
+        datasets.read_idx(path)
+
+
+def test_npz_datasets_are_checked_before_use(tmp_path):
+    good = tmp_path / "good.npz"
+    np.savez(good, x_train=np.zeros((2, 4, 4), "uint8"), y_train=[0, 1], x_test=np.zeros((1, 4, 4), "uint8"),
+             y_test=[1])
+    (x_train, y_train), (_, y_test) = datasets.load_npz(good)
+    assert x_train.shape == (2, 4, 4) and list(y_test) == [1]
+    np.savez(tmp_path / "keys.npz", x=np.zeros(2))
+    with pytest.raises(TutorialError, match=r"keys.npz lacks x_train, y_train, x_test, y_test.*holds x\)"):
+        datasets.load_npz(tmp_path / "keys.npz")
+    with pytest.raises(DatasetNotFoundError, match="does not exist"):
+        datasets.load_npz(tmp_path / "absent.npz")
