@@ -292,6 +292,9 @@ def train_and_evaluate(spec: ModelSpec, data: ImageData, args, argv=None) -> run
     with plan.local():  # on one device, every test image, whatever trained the model
         best = _load_best(run.path("best.keras"), model)
         x_test, y_test = scored(data.x_test, data.y_test, args.batch_size)
+        if len(y_test) < len(data.y_test) and not args.quiet:
+            print(f"test set: the first {len(y_test)} of {len(data.y_test)} images "
+                  f"(KERAS_MAX_STEPS_PER_EPOCH={keras.config.max_steps_per_epoch()} batches)")
         test = pipeline(x_test, y_test, args.batch_size, spec.flat_input)
         test_loss, test_accuracy = best.evaluate(test, verbose=0)
         predicted = best.predict(test, verbose=0).argmax(axis=1)
