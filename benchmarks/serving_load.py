@@ -36,11 +36,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import httpx  # noqa: E402
-import numpy as np  # noqa: E402
-from PIL import Image  # noqa: E402
-
 from utils import ROOT, cli  # noqa: E402
+from utils.lazy import lazy  # noqa: E402
+
+httpx, np, Image = lazy("httpx"), lazy("numpy"), lazy("PIL.Image")  # imported on first use
 
 MODES = ("batch", "thread", "inline")
 LIMIT_MB = 1.0

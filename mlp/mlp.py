@@ -44,18 +44,16 @@ def prefer_jax() -> None:
 
 
 if __name__ == "__main__":
-    prefer_jax()
-    cli.preselect_backend(sys.argv[1:])  # the backend is fixed when Keras is imported
+    prefer_jax()  # before the parser reads the default backend
 
-import joblib  # noqa: E402
-
-from utils.quiet import import_keras  # noqa: E402
-
-keras = import_keras()  # `import keras`, minus TensorFlow's native start-up INFO lines
-
-from mlp import data, evaluation, predict, training  # noqa: E402
+from mlp import predict, training  # noqa: E402
 from utils import plots, runs  # noqa: E402
-from utils.callbacks import EpochTimer, EveryNEpochsPrinter  # noqa: E402
+from utils.lazy import keras, lazy  # noqa: E402  (Keras loads on first use, after the flags are read)
+
+joblib = lazy("joblib")
+data, evaluation = lazy("mlp.data"), lazy("mlp.evaluation")
+EpochTimer = lazy("utils.callbacks", "EpochTimer")
+EveryNEpochsPrinter = lazy("utils.callbacks", "EveryNEpochsPrinter")
 
 # The metrics --seeds summarises, in print order.
 SUMMARY = ("accuracy", "roc_auc", "precision_left", "recall_left", "f1_left")

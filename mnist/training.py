@@ -9,20 +9,19 @@ import math
 import time
 from pathlib import Path
 
-import keras
-import numpy as np
-import pandas as pd
-
-from mnist import evaluation
 from mnist.data import ImageData
 from mnist.models import ModelSpec
 from utils import distribute, plots, report, runs
-from utils.callbacks import EpochTimer
 from utils.errors import TutorialError
+from utils.lazy import keras, lazy  # Keras is imported on first use, after the flags are read
+
+np, pd = lazy("numpy"), lazy("pandas")
+evaluation = lazy("mnist.evaluation")
+EpochTimer = lazy("utils.callbacks", "EpochTimer")
 
 CHAPTER = "mnist"
-OPTIMIZERS = {"adam": keras.optimizers.Adam, "rmsprop": keras.optimizers.RMSprop,
-              "sgd": keras.optimizers.SGD, "adamw": keras.optimizers.AdamW}
+OPTIMIZERS = {name: lazy("keras.optimizers", cls) for name, cls in
+              (("adam", "Adam"), ("rmsprop", "RMSprop"), ("sgd", "SGD"), ("adamw", "AdamW"))}
 INPUT_PIPELINES = ("auto", "tf.data", "arrays")  # --input-pipeline
 LOG = "epochs.csv"        # CSVLogger's live log, one row per finished epoch
 BACKUP = "backup"         # BackupAndRestore's folder; removed when training completes

@@ -27,22 +27,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # so `utils` imports from any folder
 
-from utils import cli  # noqa: E402
-
-if __name__ == "__main__":
-    cli.preselect_backend(sys.argv[1:])  # the backend is fixed when Keras is imported
-
-from utils.quiet import import_keras  # noqa: E402
-
-import_keras()  # load Keras (and TensorFlow) now, minus their native start-up INFO lines
-
 from fastapi import FastAPI, Query, Request  # noqa: E402
 from fastapi.responses import JSONResponse  # noqa: E402
 from starlette.concurrency import run_in_threadpool  # noqa: E402
 from starlette.exceptions import HTTPException  # noqa: E402
 
-from serving import images, loading  # noqa: E402
+from serving import images, loading  # noqa: E402  (Keras loads on first use, after the flags are read)
 from serving.predictor import MODES, Predictor  # noqa: E402
+from utils import cli  # noqa: E402
 from utils.errors import TutorialError  # noqa: E402
 
 log = logging.getLogger("serving")

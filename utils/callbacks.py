@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import time
 
-import keras
+from utils.quiet import import_keras
+
+keras = import_keras()
 
 
 class EpochTimer(keras.callbacks.Callback):

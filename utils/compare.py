@@ -25,11 +25,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import pandas as pd
-
 from utils import cli, report, runs
 from utils.errors import TutorialError
 from utils.inspect import format_table
+from utils.lazy import lazy
+
+pd = lazy("pandas")  # imported on first use: --help stays fast
 
 CHAPTER = "compare"
 DEFAULT_METRICS = ("val_accuracy", "val_loss")

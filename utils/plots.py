@@ -10,12 +10,26 @@ can be compared at a glance.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import matplotlib
+from utils.lazy import Lazy
 
-matplotlib.use("Agg")  # no display needed: figures go straight to PNG files
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+class _Pyplot(Lazy):
+    """``matplotlib.pyplot``, imported on first use with the headless backend."""
+
+    def _lazy_load(self):
+        if not self.loaded:
+            import matplotlib
+
+            matplotlib.use("Agg")  # no display needed: figures go straight to PNG files
+        return super()._lazy_load()
+
+
+plt = _Pyplot("matplotlib.pyplot")
 
 STYLE = "ggplot"
 

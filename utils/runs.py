@@ -9,7 +9,6 @@ second get ``..._model`` and ``..._model_1`` instead of sharing a folder.
 from __future__ import annotations
 
 import datetime as dt
-import importlib.metadata
 import json
 import os
 import platform
@@ -20,9 +19,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pandas as pd
-
 from utils import ROOT
+from utils.lazy import lazy
+
+pd = lazy("pandas")
 
 PACKAGES = ("keras", "tensorflow", "jax", "jaxlib", "torch", "numpy", "pandas",
             "scikit-learn", "matplotlib", "h5py")
@@ -57,6 +57,8 @@ def new_run_dir(output_dir: Path | str, chapter: str, model_name: str,
 
 def package_versions() -> dict[str, str]:
     """Installed versions of the packages that shape a run's numbers."""
+    import importlib.metadata  # imported here: slow, and only a finished run needs it
+
     versions = {"python": platform.python_version()}
     for name in PACKAGES:
         try:

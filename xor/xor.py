@@ -17,25 +17,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # so `utils` imports from any folder
 
-from utils import cli  # noqa: E402
+from utils import cli, plots, runs, torch_fit  # noqa: E402
+from utils.lazy import keras, lazy  # noqa: E402  (Keras loads on first use, after the flags are read)
 
-if __name__ == "__main__":
-    cli.preselect_backend(sys.argv[1:])  # the backend is fixed when Keras is imported
-
-from utils.quiet import import_keras  # noqa: E402
-
-keras = import_keras()  # `import keras`, minus TensorFlow's native start-up INFO lines
-
-import numpy as np  # noqa: E402
-
-from utils import plots, runs, torch_fit  # noqa: E402
-from utils.callbacks import EpochTimer, EveryNEpochsPrinter  # noqa: E402
+np = lazy("numpy")
+EpochTimer = lazy("utils.callbacks", "EpochTimer")
+EveryNEpochsPrinter = lazy("utils.callbacks", "EveryNEpochsPrinter")
 
 CHAPTER = "xor"
 OPTIMIZERS = {
-    "adam": keras.optimizers.Adam,
-    "rmsprop": keras.optimizers.RMSprop,
-    "sgd": keras.optimizers.SGD,
+    "adam": lazy("keras.optimizers", "Adam"),
+    "rmsprop": lazy("keras.optimizers", "RMSprop"),
+    "sgd": lazy("keras.optimizers", "SGD"),
 }
 
 
