@@ -194,7 +194,7 @@ def prepare_model(args, folder: Path) -> tuple[list[str], str]:
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    parser = cli.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--requests", type=cli.positive_int, default=2000, help="requests per mode")
     parser.add_argument("--clients", type=cli.positive_int, default=16, help="concurrent clients")

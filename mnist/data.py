@@ -35,7 +35,7 @@ def add_data_arguments(parser, *, limit: int | None = None) -> None:
                              "scikit-learn's digits")
     parser.add_argument("--data-dir", type=Path, default=None,
                         help="an MNIST-format folder (IDX files) or one holding mnist.npz")
-    parser.add_argument("--limit", type=cli.positive_int, default=limit, metavar="N",
+    parser.add_argument("--limit", type=cli.image_limit(), default=limit, metavar="N",
                         help="use only the first N training images (10%% of them for validation) "
                              "and N/5 test images, for quick tries"
                              + ("" if limit else " (default: all of them)"))

@@ -30,6 +30,7 @@ from utils.plots import STYLE, plt  # noqa: E402
 
 np, pd = lazy("numpy"), lazy("pandas")
 EpochTimer = lazy("utils.callbacks", "EpochTimer")
+StopOnNaN = lazy("utils.callbacks", "StopOnNaN")
 
 CHAPTER = "mnist_schedules"
 DEFAULT_MODEL = "mlp_one_layer"
@@ -137,7 +138,7 @@ def KeepBestWeights():  # a Keras callback, defined once Keras is loaded
 
 def callbacks_for(name: str, args, rate: float) -> list:
     """The callbacks of one run, in the order Keras should call them."""
-    callbacks = [EpochTimer(), LearningRateLogger()]
+    callbacks = [EpochTimer(), StopOnNaN(), LearningRateLogger()]
     if name == "plateau":
         callbacks.append(keras.callbacks.ReduceLROnPlateau(
             monitor="val_loss", factor=PLATEAU_FACTOR, patience=PLATEAU_PATIENCE, min_lr=rate / 100))

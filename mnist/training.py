@@ -18,6 +18,7 @@ from utils.lazy import keras, lazy  # Keras is imported on first use, after the 
 np, pd = lazy("numpy"), lazy("pandas")
 evaluation = lazy("mnist.evaluation")
 EpochTimer = lazy("utils.callbacks", "EpochTimer")
+StopOnNaN = lazy("utils.callbacks", "StopOnNaN")
 
 CHAPTER = "mnist"
 OPTIMIZERS = {name: lazy("keras.optimizers", cls) for name, cls in
@@ -204,6 +205,7 @@ def train_and_evaluate(spec: ModelSpec, data: ImageData, args, argv=None) -> run
     best_so_far = _prepare_resume(run.dir) if resume_dir else None
     callbacks = [
         EpochTimer(),
+        StopOnNaN(),
         keras.callbacks.ModelCheckpoint(run.path("best.keras"), monitor="val_accuracy", mode="max",
                                         save_best_only=True, initial_value_threshold=best_so_far),
         # The log is written before the backup: if the process dies between the

@@ -15,6 +15,7 @@ from utils.lazy import keras, lazy  # Keras is imported on first use, after the 
 np = lazy("numpy")
 EpochTimer = lazy("utils.callbacks", "EpochTimer")
 EveryNEpochsPrinter = lazy("utils.callbacks", "EveryNEpochsPrinter")
+StopOnNaN = lazy("utils.callbacks", "StopOnNaN")
 
 
 @dataclass(frozen=True)
@@ -89,7 +90,7 @@ def train(model: keras.Model, windows, *, epochs: int, batch_size: int, seed: in
     Returns the history and the seconds ``fit`` took.
     """
     model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="mse", metrics=["mae"])
-    callbacks = [EpochTimer(),
+    callbacks = [EpochTimer(), StopOnNaN(),
                  keras.callbacks.EarlyStopping(patience=patience, restore_best_weights=True)]
     if verbose:
         every = max(1, epochs // 10)

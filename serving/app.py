@@ -262,7 +262,7 @@ def port_number(text: str) -> int:
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
+    parser = cli.ArgumentParser(
         description="Serve a saved Keras model over HTTP: POST an image or JSON inputs to /predict.",
         formatter_class=cli._HelpFormatter,
         epilog="examples:\n  python serving/app.py --model outputs/mnist/<run folder>\n"

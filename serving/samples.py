@@ -41,7 +41,7 @@ def write_samples(folder: Path, labels=(3, 7)) -> list[Path]:
 def main(argv=None) -> int:
     import argparse
 
-    parser = argparse.ArgumentParser(description="Write sample digit images for the serving chapter.",
+    parser = cli.ArgumentParser(description="Write sample digit images for the serving chapter.",
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("folder", nargs="?", type=Path, default=ROOT / "outputs" / "serving" / "samples",
                         help="where to write them")

@@ -131,3 +131,15 @@ def test_bad_flag_answers_fast_with_one_line():
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "--epochs" in lines[0], done.stderr
+
+
+def test_channels_first_keras_json_still_gets_channels_last(tmp_path):
+    """The chapters' images are (height, width, channels): a keras.json asking
+    for channels_first is overridden for the process, silently."""
+    (tmp_path / "keras.json").write_text('{"image_data_format": "channels_first", "backend": "jax"}')
+    env = {**__import__("os").environ, "KERAS_HOME": str(tmp_path), "KERAS_BACKEND": "jax"}
+    code = "from utils.quiet import import_keras; print(import_keras().config.image_data_format())"
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "channels_last"

@@ -60,3 +60,52 @@ def test_epoch_times_plot_needs_the_timer_column(tmp_path):
     frame = pd.DataFrame({"epoch": [1], "loss": [1.0]})
     with pytest.raises(KeyError):
         plots.plot_epoch_times(frame, "x", tmp_path / "t.png")
+
+
+def _nan_fit(callbacks, epochs=5):
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile("sgd", "mse")
+    x = np.ones((16, 2), dtype="float32")
+    y = np.ones((16, 1), dtype="float32")
+    x[5, 0] = np.nan  # the first epoch's loss is NaN
+    return model.fit(x, y, epochs=epochs, batch_size=8, verbose=0, callbacks=callbacks)
+
+
+def test_stop_on_nan_marks_the_run_diverged_and_saves_no_model(tmp_path):
+    from types import SimpleNamespace
+
+    from utils.callbacks import StopOnNaN, standard
+    from utils.errors import TrainingDiverged
+
+    assert [type(c).__name__ for c in standard()] == ["EpochTimer", "StopOnNaN"]
+    assert isinstance(StopOnNaN(), keras.callbacks.TerminateOnNaN)
+    run = runs.Run("demo", "nan", SimpleNamespace(output_dir=tmp_path, seed=0))
+    timer = EpochTimer()
+    with pytest.raises(TrainingDiverged, match="NaN .*at epoch 1; lower --learning-rate"):
+        _nan_fit([timer, StopOnNaN()])
+    record = __import__("json").loads(run.path("run.json").read_text())
+    assert record["status"] == "diverged" and record["diverged_at_epoch"] == 1
+    assert not run.path("model.keras").exists()
+    assert runs.current_run() is None
+
+
+def test_finish_records_status_and_refuses_a_nan_history(tmp_path):
+    import json
+    from types import SimpleNamespace
+
+    from utils.errors import TrainingDiverged
+
+    args = SimpleNamespace(output_dir=tmp_path, seed=0)
+    good = runs.Run("demo", "ok", args)
+    good.finish(history=pd.DataFrame({"epoch": [1, 2], "loss": [0.5, 0.4]}), metrics={"x": 1.0})
+    assert json.loads(good.path("run.json").read_text())["status"] == "finished"
+    assert good.path("history.csv").is_file()
+
+    empty = runs.Run("demo", "no_history", args)
+    empty.finish(metrics={})
+    assert not empty.path("history.csv").exists()  # no empty table left behind
+
+    bad = runs.Run("demo", "bad", args)
+    with pytest.raises(TrainingDiverged, match="epoch 2"):
+        bad.finish(history=pd.DataFrame({"epoch": [1, 2], "loss": [0.5, float("nan")]}))
+    assert json.loads(bad.path("run.json").read_text())["status"] == "diverged"

@@ -14,7 +14,6 @@ so this runs in a second or two.
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import glob
 import json
@@ -359,7 +358,7 @@ def compare(patterns: list[str], *, metrics: list[str] | None = None, latest: in
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m utils.compare", description=__doc__.split("\n\n")[0],
+    parser = cli.ArgumentParser(prog="python -m utils.compare", description=__doc__.split("\n\n")[0],
                                      formatter_class=cli._HelpFormatter)
     parser.add_argument("runs", nargs="*", metavar="RUN_DIR_OR_GLOB",
                         help="run folders, or quoted glob patterns such as 'outputs/mnist/*conv_net*' "

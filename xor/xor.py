@@ -23,6 +23,7 @@ from utils.lazy import keras, lazy  # noqa: E402  (Keras loads on first use, aft
 np = lazy("numpy")
 EpochTimer = lazy("utils.callbacks", "EpochTimer")
 EveryNEpochsPrinter = lazy("utils.callbacks", "EveryNEpochsPrinter")
+StopOnNaN = lazy("utils.callbacks", "StopOnNaN")
 
 CHAPTER = "xor"
 OPTIMIZERS = {
@@ -122,7 +123,7 @@ def train_and_evaluate(args, argv: list[str] | None = None) -> runs.RunResult:
         model.summary()
         print(f"training {args.epochs} epochs, batch size {args.batch_size}, "
               f"{args.optimizer}; progress every {log_every} epochs")
-    callbacks = [EpochTimer()]
+    callbacks = [EpochTimer(), StopOnNaN(scale=log_every)]
     if not args.quiet:
         callbacks.append(EveryNEpochsPrinter(args.epochs // log_every, scale=log_every))
 
@@ -150,8 +151,8 @@ def parse_args(argv: list[str] | None = None):
         epochs=500, batch_size=1,
         epilog="example: python xor/xor.py --hidden 16 --optimizer sgd --learning-rate 0.1",
     )
-    parser.add_argument("--hidden", type=cli.positive_int, nargs="+", default=[8, 4],
-                        metavar="UNITS", help="sizes of the hidden relu layers")
+    parser.add_argument("--hidden", type=cli.units_int, nargs="+", default=[8, 4],
+                        metavar="UNITS", help=f"sizes of the hidden relu layers, 1 to {cli.MAX_UNITS:,} each")
     parser.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default="adam",
                         help="optimisation algorithm")
     parser.add_argument("--learning-rate", type=cli.positive_float, default=None,
