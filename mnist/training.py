@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import math
 import time
@@ -180,10 +178,7 @@ def _load_best(path: Path, fallback):
 
 
 def _summary(model) -> str:
-    buffer = io.StringIO()
-    with contextlib.redirect_stdout(buffer):
-        model.summary(line_length=90)
-    return buffer.getvalue()
+    return report.model_summary(model, line_length=90)  # every column, "Param #" included
 
 
 def train_and_evaluate(spec: ModelSpec, data: ImageData, args, argv=None) -> runs.RunResult:
