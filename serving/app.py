@@ -27,11 +27,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # so `utils` imports from any folder
 
-from fastapi import FastAPI, Query, Request  # noqa: E402
-from fastapi.responses import JSONResponse  # noqa: E402
-from starlette.concurrency import run_in_threadpool  # noqa: E402
-from starlette.exceptions import HTTPException  # noqa: E402
-
 from serving import images, loading  # noqa: E402  (Keras loads on first use, after the flags are read)
 from serving.predictor import MODES, Predictor  # noqa: E402
 from utils import cli  # noqa: E402
@@ -52,6 +47,17 @@ PREDICT_BODY = {  # what the OpenAPI page shows for POST /predict, since the bod
         "image/*": {"schema": {"type": "string", "format": "binary"}},
     },
 }
+
+
+def _import_web() -> None:
+    """Import FastAPI and Starlette (a second of start-up): only once a service is built,
+    so that ``--help`` and a mistyped flag answer at once. FastAPI reads the endpoints'
+    annotations (``request: Request``) from this module's globals, hence ``global``."""
+    global FastAPI, Query, Request, JSONResponse, run_in_threadpool, HTTPException
+    from fastapi import FastAPI, Query, Request
+    from fastapi.responses import JSONResponse
+    from starlette.concurrency import run_in_threadpool
+    from starlette.exceptions import HTTPException
 
 
 def error(status: int, message: str) -> JSONResponse:
@@ -145,6 +151,7 @@ def create_app(served: loading.ServedModel, *, max_bytes: int = DEFAULT_MAX_BYTE
                mode: str = "batch", max_batch: int = 32, max_pixels: int = images.MAX_PIXELS) -> FastAPI:
     """The service for one loaded model. Start it with uvicorn, or test it with
     ``fastapi.testclient.TestClient`` (as a context manager, so start-up runs)."""
+    _import_web()
     predictor = Predictor(served.model, mode=mode, max_batch=max_batch)
     predictor.warm_up(served.input_shape)
     classes = len(served.class_names)

@@ -32,7 +32,7 @@ def one_error_line(capsys, main, argv) -> str:
 @pytest.mark.parametrize("script", sorted(MAINS))
 @pytest.mark.parametrize("argv,words", [
     (["--seed", "-1"], ["--seed", "0 to 4,294,967,295"]),
-    (["--seed", str(2**32)], ["--seed", "out of range"]),
+    (["--seed", str(2**32)], ["--seed", "too large"]),
     (["--epochs", "0"], ["--epochs", "1 to"]),
     (["--batch-size", "-3"], ["--batch-size", "1 to"]),
     (["--epochs", "many"], ["--epochs", "not a whole number"]),

@@ -43,6 +43,7 @@ SCRIPTS = [
     ("benchmarks/rnn.py", "benchmarks.rnn"),
     ("benchmarks/run.py", "benchmarks.run"),
     ("benchmarks/serving_load.py", "benchmarks.serving_load"),
+    ("benchmarks/help_times.py", "benchmarks.help_times"),
 ]
 HEAVY = ("keras", "tensorflow", "jax", "torch")
 HELP_SECONDS = 5.0  # loose: the test machine is often busy; benchmarks/help_times.py measures
@@ -143,3 +144,9 @@ def test_channels_first_keras_json_still_gets_channels_last(tmp_path):
                           text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "channels_last"
+
+
+def test_the_timing_benchmark_times_every_script():
+    from benchmarks import help_times
+
+    assert {target for target, _ in SCRIPTS} - {"benchmarks/help_times.py"} == set(help_times.SCRIPTS)

@@ -91,6 +91,9 @@ def _whole_number(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
 
 
+_UNBOUNDED = 2**62
+
+
 def int_in(low: int, high: int):
     """argparse type: a whole number from ``low`` to ``high``; the error names the range.
 
@@ -100,8 +103,11 @@ def int_in(low: int, high: int):
 
     def check(text: str) -> int:
         value = _whole_number(text)
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"{value} is out of range: allowed {low:,} to {high:,}")
+        allowed = "" if high >= _UNBOUNDED else f" (allowed {low:,} to {high:,})"
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{value} must be at least {low:,}{allowed}")
+        if value > high:
+            raise argparse.ArgumentTypeError(f"{value} is too large{allowed}")
         return value
 
     check.__name__ = f"int_in_{low}_{high}"  # argparse shows the name on a bad value
@@ -215,7 +221,7 @@ class ArgumentParser(argparse.ArgumentParser):
 
     def error(self, message: str):
         text = " ".join(message.split())
-        self.exit(2, f"error: {text} (see: {self.prog} --help)\n")
+        self.exit(2, f"error: {text} (see --help)\n")
 
     def parse_known_args(self, args=None, namespace=None):
         namespace, extras = super().parse_known_args(args, namespace)
