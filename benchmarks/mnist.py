@@ -24,47 +24,50 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from utils import cli  # noqa: E402
-
-if __name__ == "__main__":
-    cli.preselect_backend(sys.argv[1:])
-
-import keras  # noqa: E402
-
 from mnist import data as image_data  # noqa: E402
 from mnist import models, training  # noqa: E402
-from utils import runs  # noqa: E402
-from utils.callbacks import EpochTimer  # noqa: E402
+from utils import cli, runs  # noqa: E402
+from utils.lazy import deferred, keras, lazy  # noqa: E402  (Keras loads on first use, after the flags)
+
+EpochTimer = lazy("utils.callbacks", "EpochTimer")
 
 
-class TestAccuracy(keras.callbacks.Callback):
-    """Scores the test set after each epoch, outside the epoch's timed span;
-    with ``stop_at``, ends training once the test accuracy reaches it."""
+@deferred
+def TestAccuracy():  # a Keras callback, defined once Keras is loaded
+    class TestAccuracy(keras.callbacks.Callback):
+        """Scores the test set after each epoch, outside the epoch's timed span;
+        with ``stop_at``, ends training once the test accuracy reaches it."""
 
-    def __init__(self, test_data, stop_at: float | None = None):
-        super().__init__()
-        self.test_data, self.accuracy, self.stop_at = test_data, [], stop_at
+        def __init__(self, test_data, stop_at: float | None = None):
+            super().__init__()
+            self.test_data, self.accuracy, self.stop_at = test_data, [], stop_at
 
-    def on_epoch_end(self, epoch, logs=None):
-        if isinstance(self.test_data, tuple):  # NumPy arrays (images, labels)
-            scores = self.model.evaluate(*self.test_data, batch_size=256, verbose=0)
-        else:
-            scores = self.model.evaluate(self.test_data, verbose=0)
-        self.accuracy.append(float(scores[1]))
-        if self.stop_at is not None and self.accuracy[-1] >= self.stop_at:
-            self.model.stop_training = True
+        def on_epoch_end(self, epoch, logs=None):
+            if isinstance(self.test_data, tuple):  # NumPy arrays (images, labels)
+                scores = self.model.evaluate(*self.test_data, batch_size=256, verbose=0)
+            else:
+                scores = self.model.evaluate(self.test_data, verbose=0)
+            self.accuracy.append(float(scores[1]))
+            if self.stop_at is not None and self.accuracy[-1] >= self.stop_at:
+                self.model.stop_training = True
+
+    return TestAccuracy
 
 
-class StopAt(keras.callbacks.Callback):
-    """Ends training once the logged ``metric`` reaches ``target``."""
+@deferred
+def StopAt():  # a Keras callback, defined once Keras is loaded
+    class StopAt(keras.callbacks.Callback):
+        """Ends training once the logged ``metric`` reaches ``target``."""
 
-    def __init__(self, metric: str, target: float):
-        super().__init__()
-        self.metric, self.target = metric, target
+        def __init__(self, metric: str, target: float):
+            super().__init__()
+            self.metric, self.target = metric, target
 
-    def on_epoch_end(self, epoch, logs=None):
-        if (logs or {}).get(self.metric, -float("inf")) >= self.target:
-            self.model.stop_training = True
+        def on_epoch_end(self, epoch, logs=None):
+            if (logs or {}).get(self.metric, -float("inf")) >= self.target:
+                self.model.stop_training = True
+
+    return StopAt
 
 
 def first_reach(target: float, seconds: list[float], accuracy: list[float]) -> tuple[float, int] | None:

@@ -24,18 +24,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from utils import cli  # noqa: E402
-
-if __name__ == "__main__":
-    cli.preselect_backend(sys.argv[1:])
-
-import keras  # noqa: E402
-
 from benchmarks import mnist as bench  # noqa: E402
 from mnist import data as image_data  # noqa: E402
 from mnist import models, training  # noqa: E402
-from utils import runs  # noqa: E402
-from utils.callbacks import EpochTimer  # noqa: E402
+from utils import cli, runs  # noqa: E402
+from utils.lazy import keras, lazy  # noqa: E402  (Keras loads on first use, after the flags are read)
+
+EpochTimer = lazy("utils.callbacks", "EpochTimer")
 
 
 def fed(spec, data, epochs: int, batch_size: int, seed: int, arrays: bool) -> list[float]:

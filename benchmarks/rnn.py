@@ -42,8 +42,10 @@ def run_once(seed: int, extra: list[str], output_dir: Path) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
+                        help="the seeds to train forecast.py with")
     parser.add_argument("extra", nargs="*", help="flags passed on to rnn/forecast.py (after --)")
     args = parser.parse_args(argv)
 

@@ -106,7 +106,7 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescrip
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
+    parser = cli.ArgumentParser(
         description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
         formatter_class=_HelpFormatter)
     parser.add_argument("--quick", action="store_true",
@@ -129,7 +129,7 @@ def parse_args(argv=None):
     parser.add_argument("--timeout", type=cli.positive_int, default=None,
                         help="seconds before a measurement is stopped and recorded as an error "
                              "(default: 300 with --quick, 900 for xor and churn, 1200 for the conv nets)")
-    parser.add_argument("--output-dir", type=Path, default=cli.DEFAULT_OUTPUT_DIR,
+    parser.add_argument("--output-dir", type=cli.output_dir, default=cli.DEFAULT_OUTPUT_DIR,
                         help="run folders go to <dir>/benchmarks/<time>_suite/")
     parser.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--worker", metavar="SPEC_JSON", help=argparse.SUPPRESS)

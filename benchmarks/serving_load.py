@@ -46,11 +46,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import httpx  # noqa: E402
-import numpy as np  # noqa: E402
-from PIL import Image  # noqa: E402
-
 from utils import ROOT, cli  # noqa: E402
+from utils.lazy import lazy  # noqa: E402
+
+httpx, np, Image = lazy("httpx"), lazy("numpy"), lazy("PIL.Image")  # imported on first use
 
 MODES = ("batch", "thread", "inline")
 LIMIT_MB = 1.0
@@ -253,7 +252,7 @@ def prepare_model(args, folder: Path) -> tuple[list[str], str]:
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    parser = cli.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--requests", type=cli.positive_int, default=2000, help="requests per mode")
     parser.add_argument("--clients", type=cli.positive_int, default=16, help="concurrent clients")

@@ -17,14 +17,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from utils import cli  # noqa: E402
-
-if __name__ == "__main__":
-    cli.preselect_backend(sys.argv[1:])
-
-import keras  # noqa: E402
-
-from utils import runs  # noqa: E402
+from utils import cli, runs  # noqa: E402
+from utils.lazy import keras  # noqa: E402  (Keras loads on first use, after the flags are read)
 from xor import xor  # noqa: E402
 
 

@@ -16,10 +16,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import keras
-
 from utils.cli import keras_home
 from utils.errors import WeightsNotAvailableError
+from utils.lazy import keras, lazy  # Keras is imported on first use, after the flags are read
 
 BASE_URL = "https://storage.googleapis.com/tensorflow/keras-applications/"
 CLASS_INDEX_URL = "https://storage.googleapis.com/download.tensorflow.org/data/imagenet_class_index.json"
@@ -47,10 +46,18 @@ class Architecture:
 
 
 def _arch(name, constructor, module, size, folder, top, notop, year, paper):
-    return Architecture(name, constructor, module.preprocess_input, size, folder, top, notop, year, paper)
+    preprocess = lazy("keras.applications", f"{module.__name__.rsplit('.', 1)[-1]}.preprocess_input")
+    return Architecture(name, constructor, preprocess, size, folder, top, notop, year, paper)
 
 
-_A = keras.applications
+class _Applications:
+    """``keras.applications.<name>``, each looked up on first use: the table below needs no Keras."""
+
+    def __getattr__(self, name):
+        return lazy("keras.applications", name)
+
+
+_A = _Applications()
 _TF = "_weights_tf_dim_ordering_tf_kernels"
 ARCHITECTURES: dict[str, Architecture] = {a.name: a for a in (
     _arch("vgg16", _A.VGG16, _A.vgg16, 224, "vgg16", f"vgg16{_TF}.h5", f"vgg16{_TF}_notop.h5",

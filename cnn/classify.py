@@ -22,23 +22,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # so `utils` imports from any folder
 
-from utils import cli  # noqa: E402
-
-if __name__ == "__main__":
-    cli.preselect_backend(sys.argv[1:])  # the backend is fixed when Keras is imported
-
-from utils.quiet import import_keras  # noqa: E402
-
-keras = import_keras()
-
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
 from cnn import applications  # noqa: E402
-from cnn.images import load_image  # noqa: E402
-from utils import runs  # noqa: E402
+from utils import cli, runs  # noqa: E402
 from utils.errors import ImageReadError, TutorialError  # noqa: E402
+from utils.lazy import keras, lazy  # noqa: E402  (Keras loads on first use, after the flags are read)
 from utils.plots import STYLE, plt  # noqa: E402
+
+np, pd = lazy("numpy"), lazy("pandas")
+load_image = lazy("cnn.images", "load_image")
 
 CHAPTER = "cnn"
 DEFAULT_MODEL = "mobilenet_v2"

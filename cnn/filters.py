@@ -22,21 +22,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # so `utils` imports from any folder
 
-from utils import cli  # noqa: E402
-
-if __name__ == "__main__":
-    cli.preselect_backend(sys.argv[1:])  # the backend is fixed when Keras is imported
-
-from utils.quiet import import_keras  # noqa: E402
-
-keras = import_keras()
-
-import numpy as np  # noqa: E402
-
 from mnist import data as image_data  # noqa: E402
-from utils import model_files  # noqa: E402
+from utils import cli, model_files  # noqa: E402
 from utils.errors import TutorialError  # noqa: E402
+from utils.lazy import keras, lazy  # noqa: E402  (Keras loads on first use, after the flags are read)
 from utils.plots import plt  # noqa: E402
+
+np = lazy("numpy")
 
 MAX_MAPS = 32  # feature maps drawn per layer; deeper layers have more than fit on a page
 

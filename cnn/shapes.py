@@ -20,17 +20,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # so `utils` imports from any folder
 
-from utils import cli  # noqa: E402
-
-if __name__ == "__main__":
-    cli.preselect_backend(sys.argv[1:])  # the backend is fixed when Keras is imported
-
-from utils.quiet import import_keras  # noqa: E402
-
-keras = import_keras()
-
 from mnist import models  # noqa: E402
+from utils import cli  # noqa: E402
 from utils.errors import ShapeMismatchError, TutorialError  # noqa: E402
+from utils.lazy import keras  # noqa: E402  (Keras loads on first use, after the flags are read)
 
 Shape = tuple[int, ...]
 

@@ -34,26 +34,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # so `utils` imports from any folder
 
-from utils import cli  # noqa: E402
-
-if __name__ == "__main__":
-    cli.preselect_backend(sys.argv[1:])  # the backend is fixed when Keras is imported
-
-from utils.quiet import import_keras  # noqa: E402
-
-keras = import_keras()
-
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from cnn import folder_transfer  # noqa: E402
 from mnist import data as image_data  # noqa: E402
 from mnist import models  # noqa: E402
 from mnist.training import pipeline  # noqa: E402
-from utils import plots, runs  # noqa: E402
-from utils.callbacks import EpochTimer  # noqa: E402
+from utils import cli, plots, runs  # noqa: E402
 from utils.errors import DatasetNotFoundError, TutorialError  # noqa: E402
+from utils.lazy import deferred, keras, lazy  # noqa: E402  (Keras loads on first use, after the flags)
 from utils.plots import STYLE, plt  # noqa: E402
+
+np, pd = lazy("numpy"), lazy("pandas")
+folder_transfer = lazy("cnn.folder_transfer")
+EpochTimer = lazy("utils.callbacks", "EpochTimer")
 
 CHAPTER = "cnn"
 # XLA-compiling each of the dozens of small models costs more time than it saves here.
@@ -175,22 +166,26 @@ def pretrain(base_name: str, data: dict[str, Split], args):
     return model, runs.history_frame(history.history)
 
 
-class KeepBest(keras.callbacks.Callback):
-    """Remember the weights with the best validation accuracy seen (checked every
-    ``EVAL_EVERY`` updates) and put them back when training ends: early stopping without
-    the stopping, the same for every method. ``best`` starts at the accuracy to beat."""
+@deferred
+def KeepBest():  # a Keras callback, defined once Keras is loaded
+    class KeepBest(keras.callbacks.Callback):
+        """Remember the weights with the best validation accuracy seen (checked every
+        ``EVAL_EVERY`` updates) and put them back when training ends: early stopping without
+        the stopping, the same for every method. ``best`` starts at the accuracy to beat."""
 
-    def __init__(self, best: float = -1.0):
-        super().__init__()
-        self.best, self.weights = best, None
+        def __init__(self, best: float = -1.0):
+            super().__init__()
+            self.best, self.weights = best, None
 
-    def on_epoch_end(self, epoch, logs=None):
-        if logs["val_accuracy"] > self.best:
-            self.best, self.weights = logs["val_accuracy"], self.model.get_weights()
+        def on_epoch_end(self, epoch, logs=None):
+            if logs["val_accuracy"] > self.best:
+                self.best, self.weights = logs["val_accuracy"], self.model.get_weights()
 
-    def on_train_end(self, logs=None):
-        if self.weights is not None:
-            self.model.set_weights(self.weights)
+        def on_train_end(self, logs=None):
+            if self.weights is not None:
+                self.model.set_weights(self.weights)
+
+    return KeepBest
 
 
 def _fit_steps(model, split: Split, steps: int, learning_rate: float, batch_size: int, seed: int,

@@ -62,7 +62,7 @@ def format_report(metrics: dict, matrix: np.ndarray) -> str:
 
 def plot_confusion_matrix(matrix: np.ndarray, title: str, path: Path) -> Path:
     """Counts and row shares (recall of each class) in a coloured 2x2 grid."""
-    import matplotlib.pyplot as plt
+    from utils.plots import plt  # pyplot on the headless backend
 
     shares = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
     with plt.style.context(plots.STYLE):

@@ -44,18 +44,17 @@ def prefer_jax() -> None:
 
 
 if __name__ == "__main__":
-    prefer_jax()
-    cli.preselect_backend(sys.argv[1:])  # the backend is fixed when Keras is imported
+    prefer_jax()  # before the parser reads the default backend
 
-import joblib  # noqa: E402
-
-from utils.quiet import import_keras  # noqa: E402
-
-keras = import_keras()  # `import keras`, minus TensorFlow's native start-up INFO lines
-
-from mlp import data, evaluation, predict, training  # noqa: E402
+from mlp import predict, training  # noqa: E402
 from utils import plots, runs  # noqa: E402
-from utils.callbacks import EpochTimer, EveryNEpochsPrinter  # noqa: E402
+from utils.lazy import keras, lazy  # noqa: E402  (Keras loads on first use, after the flags are read)
+
+joblib = lazy("joblib")
+data, evaluation = lazy("mlp.data"), lazy("mlp.evaluation")
+EpochTimer = lazy("utils.callbacks", "EpochTimer")
+EveryNEpochsPrinter = lazy("utils.callbacks", "EveryNEpochsPrinter")
+StopOnNaN = lazy("utils.callbacks", "StopOnNaN")
 
 # The metrics --seeds summarises, in print order.
 SUMMARY = ("accuracy", "roc_auc", "precision_left", "recall_left", "f1_left")
@@ -96,7 +95,7 @@ def train_and_evaluate(args, argv: list[str] | None = None, table=None, show: bo
               f"{-(-len(x_train) // args.batch_size)} batches of {args.batch_size}")
 
     run = runs.Run(CHAPTER, model.name, args, argv)  # only now: bad input never leaves a folder
-    callbacks = [EpochTimer()]
+    callbacks = [EpochTimer(), StopOnNaN()]
     if show:
         callbacks.append(EveryNEpochsPrinter(args.epochs, every=args.log_every))
     start = time.perf_counter()
@@ -189,8 +188,8 @@ def parse_args(argv: list[str] | None = None):
     parser.add_argument("--model", type=Path, default=None, metavar="RUN_DIR",
                         help="run folder for --predict; None means the newest under "
                              "<output-dir>/mlp/")
-    parser.add_argument("--hidden", type=cli.positive_int, nargs="+", default=[6, 6], metavar="UNITS",
-                        help="sizes of the hidden relu layers")
+    parser.add_argument("--hidden", type=cli.units_int, nargs="+", default=[6, 6], metavar="UNITS",
+                        help=f"sizes of the hidden relu layers, 1 to {cli.MAX_UNITS:,} each")
     parser.add_argument("--init", choices=training.INITIALIZERS, default="he_uniform",
                         help="initial weights of every layer, all uniform distributions: he_uniform is "
                              "scaled for relu; random_uniform is the seed's fixed +-0.05")

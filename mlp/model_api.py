@@ -34,29 +34,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # so `utils` imports from any folder
 
-from utils import cli  # noqa: E402
-
-if __name__ == "__main__":
-    cli.preselect_backend(sys.argv[1:])  # the backend is fixed when Keras is imported
-
 from collections.abc import Callable  # noqa: E402
 
-import matplotlib  # noqa: E402
-
-matplotlib.use("Agg")  # no display needed: figures go straight to PNG files
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from utils.quiet import import_keras  # noqa: E402
-
-keras = import_keras()  # `import keras`, minus TensorFlow's native start-up INFO lines
-
-from keras import layers, ops  # noqa: E402
-
-from utils import report, runs  # noqa: E402
-from utils.callbacks import EveryNEpochsPrinter  # noqa: E402
+from utils import cli, report, runs  # noqa: E402
 from utils.errors import ShapeMismatchError  # noqa: E402
+from utils.lazy import deferred, keras, lazy  # noqa: E402  (Keras loads on first use, after the flags)
+from utils.plots import plt  # noqa: E402  (pyplot on the headless backend, imported on first use)
+
+np, pd = lazy("numpy"), lazy("pandas")
+layers, ops = lazy("keras.layers"), lazy("keras.ops")
+EveryNEpochsPrinter = lazy("utils.callbacks", "EveryNEpochsPrinter")
 
 CHAPTER = "model_api"
 PARTS = ("api", "functional", "activations", "losses")
@@ -97,23 +84,27 @@ def build_functional(features: int = FEATURES) -> keras.Model:
     return keras.Model(inputs, outputs, name="functional")
 
 
-class SmallNet(keras.Model):
-    """The same stack as a subclass: layers made in __init__, the forward pass in call()."""
+@deferred
+def SmallNet():  # a Keras class, defined once Keras is loaded
+    class SmallNet(keras.Model):
+        """The same stack as a subclass: layers made in __init__, the forward pass in call()."""
 
-    def __init__(self, classes: int = CLASSES, **kwargs):
-        super().__init__(**kwargs)
-        self.hidden_1 = layers.Dense(HIDDEN_1, activation="relu", name="hidden_1")
-        self.dropout = layers.Dropout(DROPOUT, name="dropout")
-        self.hidden_2 = layers.Dense(HIDDEN_2, activation="relu", name="hidden_2")
-        self.classifier = layers.Dense(classes, activation="softmax", name="output")
+        def __init__(self, classes: int = CLASSES, **kwargs):
+            super().__init__(**kwargs)
+            self.hidden_1 = layers.Dense(HIDDEN_1, activation="relu", name="hidden_1")
+            self.dropout = layers.Dropout(DROPOUT, name="dropout")
+            self.hidden_2 = layers.Dense(HIDDEN_2, activation="relu", name="hidden_2")
+            self.classifier = layers.Dense(classes, activation="softmax", name="output")
 
-    def call(self, inputs, training=False):
-        # Plain Python runs here, so a branch or a loop could depend on the data;
-        # the price is that Keras cannot see the graph before the model is called.
-        x = self.hidden_1(inputs)
-        x = self.dropout(x, training=training)  # active only while fitting
-        x = self.hidden_2(x)
-        return self.classifier(x)
+        def call(self, inputs, training=False):
+            # Plain Python runs here, so a branch or a loop could depend on the data;
+            # the price is that Keras cannot see the graph before the model is called.
+            x = self.hidden_1(inputs)
+            x = self.dropout(x, training=training)  # active only while fitting
+            x = self.hidden_2(x)
+            return self.classifier(x)
+
+    return SmallNet
 
 
 def build_subclassed(features: int = FEATURES) -> keras.Model:
@@ -324,22 +315,22 @@ def _softmax_pair(v):
     return keras.activations.softmax(ops.stack([v, ops.zeros_like(v)], axis=-1))[..., 0]
 
 
-# name -> (function of a tensor, where it is used)
+# name -> (function of a tensor, where it is used); lazy(...) is keras.activations.<name>
 ACTIVATIONS: dict[str, tuple[Callable, str]] = {
-    "sigmoid": (keras.activations.sigmoid, "output: binary / multi-label"),
-    "tanh": (keras.activations.tanh, "recurrent cells"),
-    "relu": (keras.activations.relu, "hidden layers (default choice)"),
-    "leaky_relu": (keras.activations.leaky_relu, "hidden; keeps a gradient below 0"),
-    "elu": (keras.activations.elu, "hidden"),
-    "selu": (keras.activations.selu, "hidden, self-normalising nets"),
-    "softplus": (keras.activations.softplus, "smooth relu; positive outputs"),
-    "softsign": (keras.activations.softsign, "like tanh, slower saturation"),
-    "silu (swish)": (keras.activations.silu, "hidden (EfficientNet)"),
-    "gelu": (keras.activations.gelu, "hidden (transformers)"),
+    "sigmoid": (lazy("keras.activations", "sigmoid"), "output: binary / multi-label"),
+    "tanh": (lazy("keras.activations", "tanh"), "recurrent cells"),
+    "relu": (lazy("keras.activations", "relu"), "hidden layers (default choice)"),
+    "leaky_relu": (lazy("keras.activations", "leaky_relu"), "hidden; keeps a gradient below 0"),
+    "elu": (lazy("keras.activations", "elu"), "hidden"),
+    "selu": (lazy("keras.activations", "selu"), "hidden, self-normalising nets"),
+    "softplus": (lazy("keras.activations", "softplus"), "smooth relu; positive outputs"),
+    "softsign": (lazy("keras.activations", "softsign"), "like tanh, slower saturation"),
+    "silu (swish)": (lazy("keras.activations", "silu"), "hidden (EfficientNet)"),
+    "gelu": (lazy("keras.activations", "gelu"), "hidden (transformers)"),
     "softmax([x, 0])[0]": (_softmax_pair, "output: one class of many"),
-    "linear": (keras.activations.linear, "output: regression"),
-    "hard_sigmoid": (keras.activations.hard_sigmoid, "cheap sigmoid (mobile)"),
-    "exponential": (keras.activations.exponential, "output: positive rates"),
+    "linear": (lazy("keras.activations", "linear"), "output: regression"),
+    "hard_sigmoid": (lazy("keras.activations", "hard_sigmoid"), "cheap sigmoid (mobile)"),
+    "exponential": (lazy("keras.activations", "exponential"), "output: positive rates"),
 }
 
 # Where a function has a corner, autodiff returns the backend's convention, and

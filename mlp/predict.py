@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
-
-from mlp import data
 from utils.errors import ChurnDataError, TutorialError
+from utils.lazy import lazy
+
+np, pd = lazy("numpy"), lazy("pandas")
+data = lazy("mlp.data")
 
 PREPROCESSOR_FILE = "preprocess.joblib"
 EXAMPLE = ("CreditScore=600 Geography=France Gender=Male Age=40 Tenure=3 Balance=60000 "

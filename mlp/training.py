@@ -26,15 +26,14 @@ from __future__ import annotations
 
 import math
 
-import keras
-import numpy as np
-
 from utils import torch_fit
+from utils.lazy import keras, lazy
 
+np = lazy("numpy")
 OPTIMIZERS = {
-    "adam": keras.optimizers.Adam,
-    "rmsprop": keras.optimizers.RMSprop,
-    "sgd": keras.optimizers.SGD,
+    "adam": lazy("keras.optimizers", "Adam"),
+    "rmsprop": lazy("keras.optimizers", "RMSprop"),
+    "sgd": lazy("keras.optimizers", "SGD"),
 }
 # he_uniform: uniform in +-sqrt(6 / inputs), scaled for relu units.
 # random_uniform: uniform in +-0.05, the seed's init='uniform' (Keras 2).

@@ -20,11 +20,12 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-from sklearn.model_selection import train_test_split
-
-from utils import cli, datasets
+from utils import cli
 from utils.errors import TutorialError
+from utils.lazy import lazy
+
+np, datasets = lazy("numpy"), lazy("utils.datasets")  # imported on first use: --help stays fast
+train_test_split = lazy("sklearn.model_selection", "train_test_split")
 
 DATASETS = ("auto", "mnist", "fashion_mnist", "digits")
 DIGIT_NAMES = [str(d) for d in range(10)]

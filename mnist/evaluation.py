@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import ConfusionMatrixDisplay, classification_report, confusion_matrix
 
-from utils.plots import STYLE, plt  # pyplot set up headless (Agg)
+from utils.plots import STYLE, overlaid_curves, plt  # pyplot set up headless (Agg)
 
 
 def confusion_counts(y_true, y_pred, classes: int) -> np.ndarray:
@@ -69,9 +69,7 @@ def overlaid_curves_png(histories: dict[str, pd.DataFrame], metric: str, path: P
     """One curve per model, for comparing runs on one figure."""
     with plt.style.context(STYLE):
         fig, ax = plt.subplots(figsize=(8, 5))
-        for name, history in histories.items():
-            if metric in history:
-                ax.plot(history["epoch"], history[metric], label=f"{name}: {history[metric].iloc[-1]:.4f}")
+        overlaid_curves(ax, histories, metric)  # a colour and a line style per model
         ax.set(title=f"{metric} of every model", xlabel="epoch", ylabel=metric)
         ax.legend(fontsize=8)
         fig.tight_layout()

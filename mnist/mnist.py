@@ -19,19 +19,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # so `utils` imports from any folder
 
-from utils import cli  # noqa: E402
-
-if __name__ == "__main__":
-    cli.preselect_backend(sys.argv[1:])  # the backend is fixed when Keras is imported
-
-from utils.quiet import import_keras  # noqa: E402
-
-import_keras()  # load Keras (and TensorFlow) now, minus their native start-up INFO lines
-
 from mnist import data as image_data  # noqa: E402
-from mnist import evaluation, models, training  # noqa: E402
-from utils import distribute, report, runs  # noqa: E402
+from mnist import models, training  # noqa: E402
+from utils import cli, distribute, report, runs  # noqa: E402
 from utils.errors import TutorialError  # noqa: E402
+from utils.lazy import lazy  # noqa: E402  (Keras loads on first use, after the flags are read)
+
+evaluation = lazy("mnist.evaluation")
 
 build_model = models.build_model
 load_data = image_data.load_images

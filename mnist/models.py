@@ -16,10 +16,10 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import keras
-from keras import layers, regularizers
-
 from utils.errors import TutorialError
+from utils.lazy import keras, lazy  # Keras is imported on first use, after the flags are read
+
+layers, regularizers = lazy("keras.layers"), lazy("keras.regularizers")
 
 
 @dataclass(frozen=True)

@@ -21,29 +21,21 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # so `utils` imports from any folder
 
-from utils import cli  # noqa: E402
-
-if __name__ == "__main__":
-    cli.preselect_backend(sys.argv[1:])  # the backend is fixed when Keras is imported
-
-from utils.quiet import import_keras  # noqa: E402
-
-keras = import_keras()
-
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
 from mnist import data as image_data  # noqa: E402
 from mnist import models  # noqa: E402
-from utils import report, runs  # noqa: E402
-from utils.callbacks import EpochTimer  # noqa: E402
+from utils import cli, report, runs  # noqa: E402
 from utils.errors import TutorialError  # noqa: E402
+from utils.lazy import deferred, keras, lazy  # noqa: E402  (Keras loads on first use, after the flags)
 from utils.plots import STYLE, plt  # noqa: E402
+
+np, pd = lazy("numpy"), lazy("pandas")
+EpochTimer = lazy("utils.callbacks", "EpochTimer")
+StopOnNaN = lazy("utils.callbacks", "StopOnNaN")
 
 CHAPTER = "mnist_schedules"
 DEFAULT_MODEL = "mlp_one_layer"
-OPTIMIZERS = {"adam": keras.optimizers.Adam, "sgd": keras.optimizers.SGD,
-              "rmsprop": keras.optimizers.RMSprop}
+OPTIMIZERS = {name: lazy("keras.optimizers", cls) for name, cls in
+              (("adam", "Adam"), ("sgd", "SGD"), ("rmsprop", "RMSprop"))}
 # How each run moves the learning rate r over T = steps per epoch x epochs updates.
 SCHEDULES = {
     "constant": "the starting rate r, unchanged for the whole run",
@@ -104,41 +96,49 @@ def check_schedules(names) -> list[str]:
 
 # --- callbacks -------------------------------------------------------------------------------
 
-class LearningRateLogger(keras.callbacks.Callback):
-    """Adds ``learning_rate`` (the optimiser's rate as the epoch ends) to each epoch's logs.
+@deferred
+def LearningRateLogger():  # a Keras callback, defined once Keras is loaded
+    class LearningRateLogger(keras.callbacks.Callback):
+        """Adds ``learning_rate`` (the optimiser's rate as the epoch ends) to each epoch's logs.
 
-    Placed before ReduceLROnPlateau, it records the rate the epoch trained
-    with, not the reduced one the next epoch will use.
-    """
+        Placed before ReduceLROnPlateau, it records the rate the epoch trained
+        with, not the reduced one the next epoch will use.
+        """
 
-    def on_epoch_end(self, epoch, logs=None):
-        if logs is not None:
-            logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        def on_epoch_end(self, epoch, logs=None):
+            if logs is not None:
+                logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+
+    return LearningRateLogger
 
 
-class KeepBestWeights(keras.callbacks.Callback):
-    """Remembers the weights of the best epoch by ``monitor`` and puts them back at the end,
-    so every run is judged on its best epoch, as EarlyStopping(restore_best_weights=True) does."""
+@deferred
+def KeepBestWeights():  # a Keras callback, defined once Keras is loaded
+    class KeepBestWeights(keras.callbacks.Callback):
+        """Remembers the weights of the best epoch by ``monitor`` and puts them back at the end,
+        so every run is judged on its best epoch, as EarlyStopping(restore_best_weights=True) does."""
 
-    def __init__(self, monitor: str = "val_accuracy"):
-        super().__init__()
-        self.monitor = monitor
-        self.better = np.greater if "acc" in monitor else np.less
-        self.best, self.best_epoch, self.weights = None, None, None
+        def __init__(self, monitor: str = "val_accuracy"):
+            super().__init__()
+            self.monitor = monitor
+            self.better = np.greater if "acc" in monitor else np.less
+            self.best, self.best_epoch, self.weights = None, None, None
 
-    def on_epoch_end(self, epoch, logs=None):
-        value = (logs or {}).get(self.monitor)
-        if value is not None and (self.best is None or self.better(value, self.best)):
-            self.best, self.best_epoch, self.weights = value, epoch, self.model.get_weights()
+        def on_epoch_end(self, epoch, logs=None):
+            value = (logs or {}).get(self.monitor)
+            if value is not None and (self.best is None or self.better(value, self.best)):
+                self.best, self.best_epoch, self.weights = value, epoch, self.model.get_weights()
 
-    def on_train_end(self, logs=None):
-        if self.weights is not None:
-            self.model.set_weights(self.weights)
+        def on_train_end(self, logs=None):
+            if self.weights is not None:
+                self.model.set_weights(self.weights)
+
+    return KeepBestWeights
 
 
 def callbacks_for(name: str, args, rate: float) -> list:
     """The callbacks of one run, in the order Keras should call them."""
-    callbacks = [EpochTimer(), LearningRateLogger()]
+    callbacks = [EpochTimer(), StopOnNaN(), LearningRateLogger()]
     if name == "plateau":
         callbacks.append(keras.callbacks.ReduceLROnPlateau(
             monitor="val_loss", factor=PLATEAU_FACTOR, patience=PLATEAU_PATIENCE, min_lr=rate / 100))

@@ -2,28 +2,26 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import math
 import shutil
 import time
 from pathlib import Path
 
-import keras
-import numpy as np
-import pandas as pd
-
-from mnist import evaluation
 from mnist.data import ImageData
 from mnist.models import ModelSpec
 from utils import distribute, plots, report, runs
-from utils.callbacks import EpochTimer
 from utils.errors import TutorialError
+from utils.lazy import keras, lazy  # Keras is imported on first use, after the flags are read
+
+np, pd = lazy("numpy"), lazy("pandas")
+evaluation = lazy("mnist.evaluation")
+EpochTimer = lazy("utils.callbacks", "EpochTimer")
+StopOnNaN = lazy("utils.callbacks", "StopOnNaN")
 
 CHAPTER = "mnist"
-OPTIMIZERS = {"adam": keras.optimizers.Adam, "rmsprop": keras.optimizers.RMSprop,
-              "sgd": keras.optimizers.SGD, "adamw": keras.optimizers.AdamW}
+OPTIMIZERS = {name: lazy("keras.optimizers", cls) for name, cls in
+              (("adam", "Adam"), ("rmsprop", "RMSprop"), ("sgd", "SGD"), ("adamw", "AdamW"))}
 INPUT_PIPELINES = ("auto", "tf.data", "arrays")  # --input-pipeline
 LOG = "epochs.csv"        # CSVLogger's live log, one row per finished epoch
 BACKUP = "backup"         # BackupAndRestore's folder; removed once run.json is written
@@ -214,10 +212,7 @@ def _load_best(path: Path, fallback):
 
 
 def _summary(model) -> str:
-    buffer = io.StringIO()
-    with contextlib.redirect_stdout(buffer):
-        model.summary(line_length=90)
-    return buffer.getvalue()
+    return report.model_summary(model, line_length=90)  # every column, "Param #" included
 
 
 def scored(x, y, batch_size: int):
@@ -259,6 +254,7 @@ def train_and_evaluate(spec: ModelSpec, data: ImageData, args, argv=None) -> run
     (run.path(BACKUP) / STARTED).write_text(json.dumps(started, indent=2) + "\n")
     callbacks = [
         EpochTimer(),
+        StopOnNaN(),
         keras.callbacks.ModelCheckpoint(run.path("best.keras"), monitor="val_accuracy", mode="max",
                                         save_best_only=True, initial_value_threshold=best_so_far),
         # The log is written before the backup: if the process dies between the

@@ -18,11 +18,11 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
-
 from utils import cli
 from utils.errors import TutorialError
+from utils.lazy import lazy
+
+np, pd = lazy("numpy"), lazy("pandas")  # imported on first use: --help stays fast
 
 
 class SeriesError(TutorialError):

@@ -17,20 +17,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # so `utils` and `rnn` import from anywhere
 
-from utils import cli  # noqa: E402
-
-if __name__ == "__main__":
-    cli.preselect_backend(sys.argv[1:])  # the backend is fixed when Keras is imported
-
-from utils.quiet import import_keras  # noqa: E402
-
-keras = import_keras()  # `import keras`, minus TensorFlow's native start-up INFO lines
-
-import pandas as pd  # noqa: E402
-
 from rnn import data, models  # noqa: E402
-from rnn.plots import forecast_plot  # noqa: E402
-from utils import plots, runs  # noqa: E402
+from utils import cli, plots, runs  # noqa: E402
+from utils.lazy import keras, lazy  # noqa: E402  (Keras loads on first use, after the flags are read)
+
+pd = lazy("pandas")
+forecast_plot = lazy("rnn.plots", "forecast_plot")
 
 CHAPTER = "rnn"
 

@@ -10,10 +10,12 @@ import math
 import time
 from dataclasses import dataclass
 
-import keras
-import numpy as np
+from utils.lazy import keras, lazy  # Keras is imported on first use, after the flags are read
 
-from utils.callbacks import EpochTimer, EveryNEpochsPrinter
+np = lazy("numpy")
+EpochTimer = lazy("utils.callbacks", "EpochTimer")
+EveryNEpochsPrinter = lazy("utils.callbacks", "EveryNEpochsPrinter")
+StopOnNaN = lazy("utils.callbacks", "StopOnNaN")
 
 
 @dataclass(frozen=True)
@@ -28,14 +30,14 @@ class Cell:
         """Trainable weights of one layer: each block has input weights (features x units),
         recurrent weights (units x units) and a bias. Keras's GRU keeps two biases per block
         (``reset_after=True``, the cuDNN-compatible form)."""
-        biases = 2 if self.layer is keras.layers.GRU else 1
+        biases = 2 if self.title == "GRU" else 1
         return self.gates * units * (features + units + biases)
 
 
 CELLS = {
-    "simple_rnn": Cell(keras.layers.SimpleRNN, "SimpleRNN", 1),
-    "gru": Cell(keras.layers.GRU, "GRU", 3),
-    "lstm": Cell(keras.layers.LSTM, "LSTM", 4),
+    "simple_rnn": Cell(lazy("keras.layers", "SimpleRNN"), "SimpleRNN", 1),  # keras.layers.SimpleRNN
+    "gru": Cell(lazy("keras.layers", "GRU"), "GRU", 3),
+    "lstm": Cell(lazy("keras.layers", "LSTM"), "LSTM", 4),
 }
 MODELS = (*CELLS, "linear")
 
@@ -88,7 +90,7 @@ def train(model: keras.Model, windows, *, epochs: int, batch_size: int, seed: in
     Returns the history and the seconds ``fit`` took.
     """
     model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="mse", metrics=["mae"])
-    callbacks = [EpochTimer(),
+    callbacks = [EpochTimer(), StopOnNaN(),
                  keras.callbacks.EarlyStopping(patience=patience, restore_best_weights=True)]
     if verbose:
         every = max(1, epochs // 10)

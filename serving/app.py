@@ -27,22 +27,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # so `utils` imports from any folder
 
-from utils import cli  # noqa: E402
-
-if __name__ == "__main__":
-    cli.preselect_backend(sys.argv[1:])  # the backend is fixed when Keras is imported
-
-from utils.quiet import import_keras  # noqa: E402
-
-import_keras()  # load Keras (and TensorFlow) now, minus their native start-up INFO lines
-
-from fastapi import FastAPI, Query, Request  # noqa: E402
-from fastapi.responses import JSONResponse  # noqa: E402
-from starlette.concurrency import run_in_threadpool  # noqa: E402
-from starlette.exceptions import HTTPException  # noqa: E402
-
-from serving import images, loading  # noqa: E402
+from serving import images, loading  # noqa: E402  (Keras loads on first use, after the flags are read)
 from serving.predictor import MODES, Predictor  # noqa: E402
+from utils import cli  # noqa: E402
 from utils.errors import TutorialError  # noqa: E402
 
 log = logging.getLogger("serving")
@@ -60,6 +47,17 @@ PREDICT_BODY = {  # what the OpenAPI page shows for POST /predict, since the bod
         "image/*": {"schema": {"type": "string", "format": "binary"}},
     },
 }
+
+
+def _import_web() -> None:
+    """Import FastAPI and Starlette (a second of start-up): only once a service is built,
+    so that ``--help`` and a mistyped flag answer at once. FastAPI reads the endpoints'
+    annotations (``request: Request``) from this module's globals, hence ``global``."""
+    global FastAPI, Query, Request, JSONResponse, run_in_threadpool, HTTPException
+    from fastapi import FastAPI, Query, Request
+    from fastapi.responses import JSONResponse
+    from starlette.concurrency import run_in_threadpool
+    from starlette.exceptions import HTTPException
 
 
 def error(status: int, message: str) -> JSONResponse:
@@ -158,6 +156,7 @@ def create_app(served: loading.ServedModel, *, max_bytes: int = DEFAULT_MAX_BYTE
     ``max_pixels`` caps a picture's size, checked on its header before decoding;
     ``decode_memory_mb`` is the memory all requests decoding at once may use (one
     over it waits up to ``decode_wait`` seconds, then gets 503)."""
+    _import_web()
     from starlette.requests import ClientDisconnect
 
     from serving import budget as budgets
@@ -378,7 +377,7 @@ from serving import limits  # noqa: E402  (no imports of its own: the defaults f
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
+    parser = cli.ArgumentParser(
         description="Serve a saved Keras model over HTTP: POST an image or JSON inputs to /predict.",
         formatter_class=cli._HelpFormatter,
         epilog="examples:\n  python serving/app.py --model outputs/mnist/<run folder>\n"

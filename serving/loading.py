@@ -21,10 +21,8 @@ import numpy as np
 from serving import images
 from utils.cli import keras_home
 from utils.errors import ModelLoadError
+from utils.lazy import keras  # Keras is imported on first use, after the flags are read
 from utils.model_files import find_model_file, load_model_file
-from utils.quiet import import_keras
-
-keras = import_keras()
 
 #: Run folders name the dataset they were trained on; these are its classes.
 DATASET_CLASSES = {

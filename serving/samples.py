@@ -16,10 +16,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # so `utils` imports from any folder
 
-import numpy as np  # noqa: E402
-from PIL import Image  # noqa: E402
-
 from utils import ROOT, cli, runs  # noqa: E402
+from utils.lazy import lazy  # noqa: E402
+
+np, Image = lazy("numpy"), lazy("PIL.Image")  # imported on first use: --help stays fast
 
 
 def write_samples(folder: Path, labels=(3, 7)) -> list[Path]:
@@ -41,7 +41,7 @@ def write_samples(folder: Path, labels=(3, 7)) -> list[Path]:
 def main(argv=None) -> int:
     import argparse
 
-    parser = argparse.ArgumentParser(description="Write sample digit images for the serving chapter.",
+    parser = cli.ArgumentParser(description="Write sample digit images for the serving chapter.",
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("folder", nargs="?", type=Path, default=ROOT / "outputs" / "serving" / "samples",
                         help="where to write them")

@@ -23,20 +23,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # so `utils` imports from any folder
 
-from utils import cli  # noqa: E402
-
-if __name__ == "__main__":
-    cli.preselect_backend(sys.argv[1:])  # the backend is fixed when Keras is imported
-
-from utils.quiet import import_keras  # noqa: E402
-
-keras = import_keras()
-
-import numpy as np  # noqa: E402
-
-from utils import model_files, runs  # noqa: E402
+from utils import cli, model_files, runs  # noqa: E402
 from utils.errors import TutorialError  # noqa: E402
+from utils.lazy import keras, lazy  # noqa: E402  (Keras loads on first use, after the flags are read)
 from xor import xor  # noqa: E402
+
+np = lazy("numpy")
 
 CHAPTER = "serving"
 TOLERANCE = 1e-6  # "identical" allows float32 round-off from a differently compiled graph

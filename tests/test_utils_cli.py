@@ -77,3 +77,54 @@ def test_friendly_errors_keeps_tracebacks_for_bugs():
 
     with pytest.raises(ZeroDivisionError):
         main([])
+
+
+def test_parse_errors_are_one_line_without_usage(capsys):
+    parser = cli.make_parser("demo", epochs=1, batch_size=1)
+    with pytest.raises(SystemExit) as exit_info:
+        parser.parse_args(["--epochs", "0", "--no-such-flag"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ") and "usage" not in err
+
+
+@pytest.mark.parametrize("text", ["inf", "-inf", "nan", "0", "-1"])
+def test_positive_float_rejects_non_finite_and_non_positive(text):
+    with pytest.raises(cli.argparse.ArgumentTypeError):
+        cli.positive_float(text)
+    assert cli.positive_float("1e-3") == 0.001
+
+
+def test_int_in_names_the_allowed_range():
+    check = cli.int_in(2, 5)
+    assert check("5") == 5
+    with pytest.raises(cli.argparse.ArgumentTypeError, match="allowed 2 to 5"):
+        check("6")
+
+
+def test_friendly_errors_memory_error_is_one_line(capsys):
+    @cli.friendly_errors
+    def main(argv=None):
+        raise MemoryError
+
+    assert main([]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: out of memory")
+
+
+def test_friendly_errors_broken_pipe_is_quiet(capsys):
+    @cli.friendly_errors
+    def main(argv=None):
+        raise BrokenPipeError
+
+    assert main([]) == 0
+    assert capsys.readouterr().err == ""
+
+
+def test_multi_line_messages_are_joined(capsys):
+    @cli.friendly_errors
+    def main(argv=None):
+        raise TutorialError("first part\nsecond part")
+
+    assert main([]) == 2
+    assert capsys.readouterr().err == "error: first part second part\n"

@@ -14,7 +14,6 @@ so this runs in a second or two.
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import glob
 import json
@@ -25,11 +24,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import pandas as pd
-
 from utils import cli, report, runs
 from utils.errors import TutorialError
 from utils.inspect import format_table
+from utils.lazy import lazy
+
+pd = lazy("pandas")  # imported on first use: --help stays fast
 
 CHAPTER = "compare"
 DEFAULT_METRICS = ("val_accuracy", "val_loss")
@@ -262,27 +262,21 @@ def summary_rows(chosen: list[RunData], metrics: list[str]) -> list[dict]:
 
 def plot_comparison(chosen: list[RunData], metrics: list[str], path: Path) -> Path:
     """One panel per metric, one curve per run; each legend entry ends with the final value."""
-    from matplotlib.ticker import MaxNLocator
-
+    from utils import plots
     from utils.plots import STYLE, plt
 
     with plt.style.context(STYLE):
         fig, axes = plt.subplots(1, len(metrics), figsize=(6 * len(metrics), 4.3), squeeze=False)
-        # Ten distinct colours, then the same ten dashed, so no two runs look alike.
-        colours = plt.get_cmap("tab10").colors
         for ax, metric in zip(axes[0], metrics):
-            for i, run in enumerate(chosen):
-                if metric in run.history:
-                    values = run.history[metric]
-                    ax.plot(run.history["epoch"], values, color=colours[i % 10],
-                            linestyle=("-", "--", ":", "-.")[i // 10 % 4],
-                            label=f"{run.label}: {values.dropna().iloc[-1]:.4f}")
+            # A colour and a line style per run, whole-number epochs, the y-range
+            # where the curves are: see utils/plots.py.
+            plots.overlaid_curves(ax, {run.label: run.history for run in chosen}, metric)
             ax.set(title=metric, xlabel="epoch", ylabel=metric)
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # no epoch 2.5
             ax.legend(fontsize="small")
         fig.tight_layout()
         fig.savefig(path, dpi=80)
         plt.close(fig)
+        plots.last_figure = fig
     return path
 
 
@@ -358,7 +352,7 @@ def compare(patterns: list[str], *, metrics: list[str] | None = None, latest: in
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m utils.compare", description=__doc__.split("\n\n")[0],
+    parser = cli.ArgumentParser(prog="python -m utils.compare", description=__doc__.split("\n\n")[0],
                                      formatter_class=cli._HelpFormatter)
     parser.add_argument("runs", nargs="*", metavar="RUN_DIR_OR_GLOB",
                         help="run folders, or quoted glob patterns such as 'outputs/mnist/*conv_net*' "

@@ -38,5 +38,13 @@ class ShapeMismatchError(TutorialError):
     """A layer's shape or parameter count computed by hand disagrees with Keras."""
 
 
+class TrainingDiverged(TutorialError):
+    """The loss became NaN or infinite: the weights are no use, the run is marked diverged."""
+
+
+class OutputDirError(TutorialError):
+    """The folder runs are written to cannot be created or written."""
+
+
 class ModelLoadError(TutorialError):
     """A saved model (file, run folder or application weights) cannot be found or loaded."""

@@ -27,10 +27,11 @@ import math
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from utils import cli, model_files, runs
 from utils.errors import ImageReadError, ShapeMismatchError, TutorialError
+from utils.lazy import lazy
+
+np = lazy("numpy")  # imported on first use: --help stays fast
 
 # Finding and loading the model (file or run folder) is shared with the other
 # tools that read saved models: utils/model_files.py.

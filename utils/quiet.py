@@ -65,6 +65,12 @@ def import_keras():
     with native_info_filtered():
         import keras
 
+        # Every chapter's images are (height, width, channels); a keras.json
+        # saying "channels_first" would make its convolutions read them wrongly.
+        # The tutorial sets the format it was written for, for this process only.
+        if keras.config.image_data_format() != "channels_last":
+            keras.config.set_image_data_format("channels_last")
+
         if importlib.util.find_spec("tensorflow") is not None:
             import tensorflow
 

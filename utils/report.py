@@ -17,6 +17,7 @@ table { border-collapse: collapse; margin: .5em 0; } td, th { border: 1px solid 
 th { background: #f3f3f3; text-align: left; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
 pre { background: #f7f7f7; padding: 10px; overflow-x: auto; font-size: 13px; }
+pre.full { white-space: pre-wrap; overflow-wrap: anywhere; width: max-content; max-width: 100%; }
 img { max-width: 100%; margin: 6px; border: 1px solid #ddd; } .images { display: flex; flex-wrap: wrap; }
 """
 
@@ -55,7 +56,32 @@ def key_values(mapping: dict) -> str:
 
 
 def preformatted(text: str) -> str:
-    return f"<pre>{html.escape(text)}</pre>"
+    """Text as it was printed; long lines wrap instead of vanishing at the box's edge."""
+    return f'<pre class="full">{html.escape(text)}</pre>'
+
+
+def model_summary(model, line_length: int = 100) -> str:
+    """``model.summary()`` as text, every column whole (the "Param #" column included).
+
+    Keras draws the table with rich, which crops it to the console's width (80
+    columns when the output is not a terminal); the width is raised for the call.
+    """
+    import contextlib
+    import io
+    import os
+
+    saved = os.environ.get("COLUMNS")
+    os.environ["COLUMNS"] = str(max(line_length + 20, 120))
+    buffer = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(buffer):
+            model.summary(line_length=line_length)
+    finally:
+        if saved is None:
+            os.environ.pop("COLUMNS", None)
+        else:
+            os.environ["COLUMNS"] = saved
+    return buffer.getvalue()
 
 
 def write_report(path: Path | str, title: str, sections: list[tuple[str, str]]) -> Path:

@@ -9,7 +9,6 @@ second get ``..._model`` and ``..._model_1`` instead of sharing a folder.
 from __future__ import annotations
 
 import datetime as dt
-import importlib.metadata
 import json
 import os
 import platform
@@ -20,9 +19,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pandas as pd
-
 from utils import ROOT
+from utils.errors import TrainingDiverged
+from utils.lazy import lazy
+
+pd = lazy("pandas")
 
 PACKAGES = ("keras", "tensorflow", "jax", "jaxlib", "torch", "numpy", "pandas",
             "scikit-learn", "matplotlib", "h5py")
@@ -57,6 +58,8 @@ def new_run_dir(output_dir: Path | str, chapter: str, model_name: str,
 
 def package_versions() -> dict[str, str]:
     """Installed versions of the packages that shape a run's numbers."""
+    import importlib.metadata  # imported here: slow, and only a finished run needs it
+
     versions = {"python": platform.python_version()}
     for name in PACKAGES:
         try:
@@ -141,18 +144,48 @@ class Run:
         self.started = time.time()
         self._clock = time.perf_counter()
         self.command = command_line(argv)
+        global _current
+        _current = self
 
     def path(self, name: str) -> Path:
         return self.dir / name
 
     def finish(self, *, model=None, history: pd.DataFrame | None = None,
                metrics: dict | None = None, **extra) -> RunResult:
-        """Save the model and history, write run.json, return the result."""
+        """Save the model and history, write run.json, return the result.
+
+        A history whose loss is not a finite number means training diverged:
+        the run is recorded as such (no model.keras) and
+        :class:`~utils.errors.TrainingDiverged` is raised.
+        """
         history = history if history is not None else pd.DataFrame()
+        epoch = first_nonfinite_epoch(history)
+        if epoch is not None:
+            self.diverged(epoch, history=history)
         if model is not None:
             model.save(self.path("model.keras"))
-        history.to_csv(self.path("history.csv"), index=False)
+        if not history.empty:  # a run without epochs leaves no empty table behind
+            history.to_csv(self.path("history.csv"), index=False)
+        self._write_record("finished", metrics, extra)
+        return RunResult(self.dir, history, dict(metrics or {}), extra)
+
+    def diverged(self, epoch: int, history: pd.DataFrame | None = None, metric: str = "loss"):
+        """Record that the loss stopped being a number at ``epoch``; raise TrainingDiverged.
+
+        run.json says ``"status": "diverged"``; no model is saved, since NaN
+        weights would only break whatever loads them later.
+        """
+        if history is not None and not history.empty:
+            history.to_csv(self.path("history.csv"), index=False)
+        self._write_record("diverged", {}, {"diverged_at_epoch": epoch})
+        raise TrainingDiverged(diverged_message(epoch, metric))
+
+    def _write_record(self, status: str, metrics: dict | None, extra: dict) -> None:
+        global _current
+        if _current is self:
+            _current = None
         record = {
+            "status": status,
             "chapter": self.chapter,
             "model": self.model_name,
             "command": self.command,
@@ -167,7 +200,31 @@ class Run:
             **extra,
         }
         self.path("run.json").write_text(json.dumps(_jsonable(record), indent=2) + "\n")
-        return RunResult(self.dir, history, dict(metrics or {}), extra)
+
+
+_current: Run | None = None  # the run being trained, so a callback can mark it diverged
+
+
+def current_run() -> Run | None:
+    """The newest :class:`Run` that is not finished yet, if any."""
+    return _current
+
+
+def diverged_message(epoch: int, metric: str = "loss") -> str:
+    return (f"training diverged: the {metric} became NaN (or infinite) at epoch {epoch}; "
+            "lower --learning-rate (or check the input data for huge values)")
+
+
+def first_nonfinite_epoch(history: pd.DataFrame, metric: str = "loss") -> int | None:
+    """The first epoch whose ``metric`` is NaN or infinite, or None."""
+    if history is None or history.empty or metric not in history:
+        return None
+    values = pd.to_numeric(history[metric], errors="coerce")
+    bad = ~values.apply(lambda v: v == v and abs(v) != float("inf"))
+    if not bad.any():
+        return None
+    row = bad.to_numpy().nonzero()[0][0]
+    return int(history["epoch"].iloc[row]) if "epoch" in history else int(row) + 1
 
 
 def shown_path(path: Path) -> str:

@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
+from utils.lazy import lazy
+
+np = lazy("numpy")
 
 
 def fit(model, x: np.ndarray, y: np.ndarray, *, epochs: int, batch_size: int, seed: int,

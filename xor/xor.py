@@ -17,25 +17,19 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # so `utils` imports from any folder
 
-from utils import cli  # noqa: E402
+from utils import cli, plots, runs, torch_fit  # noqa: E402
+from utils.lazy import keras, lazy  # noqa: E402  (Keras loads on first use, after the flags are read)
 
-if __name__ == "__main__":
-    cli.preselect_backend(sys.argv[1:])  # the backend is fixed when Keras is imported
-
-from utils.quiet import import_keras  # noqa: E402
-
-keras = import_keras()  # `import keras`, minus TensorFlow's native start-up INFO lines
-
-import numpy as np  # noqa: E402
-
-from utils import plots, runs, torch_fit  # noqa: E402
-from utils.callbacks import EpochTimer, EveryNEpochsPrinter  # noqa: E402
+np = lazy("numpy")
+EpochTimer = lazy("utils.callbacks", "EpochTimer")
+EveryNEpochsPrinter = lazy("utils.callbacks", "EveryNEpochsPrinter")
+StopOnNaN = lazy("utils.callbacks", "StopOnNaN")
 
 CHAPTER = "xor"
 OPTIMIZERS = {
-    "adam": keras.optimizers.Adam,
-    "rmsprop": keras.optimizers.RMSprop,
-    "sgd": keras.optimizers.SGD,
+    "adam": lazy("keras.optimizers", "Adam"),
+    "rmsprop": lazy("keras.optimizers", "RMSprop"),
+    "sgd": lazy("keras.optimizers", "SGD"),
 }
 
 
@@ -129,7 +123,7 @@ def train_and_evaluate(args, argv: list[str] | None = None) -> runs.RunResult:
         model.summary()
         print(f"training {args.epochs} epochs, batch size {args.batch_size}, "
               f"{args.optimizer}; progress every {log_every} epochs")
-    callbacks = [EpochTimer()]
+    callbacks = [EpochTimer(), StopOnNaN(scale=log_every)]
     if not args.quiet:
         callbacks.append(EveryNEpochsPrinter(args.epochs // log_every, scale=log_every))
 
@@ -157,8 +151,8 @@ def parse_args(argv: list[str] | None = None):
         epochs=500, batch_size=1,
         epilog="example: python xor/xor.py --hidden 16 --optimizer sgd --learning-rate 0.1",
     )
-    parser.add_argument("--hidden", type=cli.positive_int, nargs="+", default=[8, 4],
-                        metavar="UNITS", help="sizes of the hidden relu layers")
+    parser.add_argument("--hidden", type=cli.units_int, nargs="+", default=[8, 4],
+                        metavar="UNITS", help=f"sizes of the hidden relu layers, 1 to {cli.MAX_UNITS:,} each")
     parser.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default="adam",
                         help="optimisation algorithm")
     parser.add_argument("--learning-rate", type=cli.positive_float, default=None,
