@@ -140,6 +140,12 @@ def _own_files(data_dir: Path) -> tuple[Path | None, dict[str, str], Path]:
     return npz[0], {key: f"{npz[0]} ({key})" for key in datasets.NPZ_KEYS}, data_dir
 
 
+def check_data_dir(data_dir: Path | None) -> None:
+    """Fail fast (before Keras starts) when ``--data-dir`` names nothing readable."""
+    if data_dir is not None:
+        _own_files(data_dir)
+
+
 def _read_class_names(folder: Path, classes: int) -> list[str] | None:
     path = folder / CLASSES_FILE
     if not path.is_file():

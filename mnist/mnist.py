@@ -115,6 +115,7 @@ def main(argv=None) -> int:
     if args.tensorboard and importlib.util.find_spec("tensorboard") is None:
         raise TutorialError("--tensorboard needs the tensorboard package (on every backend): "
                             "`pip install tensorboard`, or leave the flag out")
+    image_data.check_data_dir(args.data_dir)  # a wrong folder answers before Keras starts
     plan = distribute.setup(args)  # devices, processes, precision: before any data or model
     data = load_data(args.dataset, args.data_dir, seed=args.seed, limit=args.limit)
     print(f"*** {data.describe()}" + (f"\n*** {data.note}" if data.note else ""), flush=True)
