@@ -243,6 +243,7 @@ def load_data(args):
     points, or 16 seeded random inputs shaped like ``--model``'s input."""
     if args.model:
         model, file = model_files.load_model(args.model, safe_mode=not args.unsafe, compile=True)
+        model_files.require_one_input_output(model, file, "save_load.py")
         shape = tuple(model.input_shape[1:])
         if None in shape:
             raise TutorialError(f"{file} takes inputs of shape {shape}; the checks need a fixed shape")
