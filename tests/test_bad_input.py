@@ -84,23 +84,23 @@ def files(tmp_path_factory):
 # (script, arguments with {file} placeholders, what the line must say)
 CASES = [
     # every tool that loads a model
-    (inspect, ["{truncated}"], "truncated.keras is truncated or damaged"),
-    (inspect, ["{empty}"], "empty.keras is empty (0 bytes)"),
-    (inspect, ["{text}"], "text.keras is not a zip archive"),
-    (inspect, ["{other_zip}"], "other_zip.keras is a zip archive but not a Keras model"),
+    (inspect, ["{truncated}"], "truncated.keras: it is truncated or damaged"),
+    (inspect, ["{empty}"], "empty.keras: it is empty (0 bytes)"),
+    (inspect, ["{text}"], "text.keras: it is not a zip archive"),
+    (inspect, ["{other_zip}"], "other_zip.keras: it is a zip archive but not a Keras model"),
     (inspect, ["{lambda}"], "lambda.keras contains Python code (Lambda layer"),
-    (diagram, ["{truncated}"], "truncated.keras is truncated"),
+    (diagram, ["{truncated}"], "truncated.keras: it is truncated"),
     (diagram, ["{lambda}"], "add --unsafe"),
-    (filters, ["{truncated}"], "truncated.keras is truncated"),
+    (filters, ["{truncated}"], "truncated.keras: it is truncated"),
     (filters, ["{lambda}"], "add --unsafe"),
     (filters, ["{two_inputs}"], "has 2 input(s) and 1 output(s)"),
     (filters, ["{two_outputs}"], "has 1 input(s) and 2 output(s)"),
-    (save_load, ["--model", "{other_zip}"], "is a zip archive but not a Keras model"),
+    (save_load, ["--model", "{other_zip}"], "it is a zip archive but not a Keras model"),
     (save_load, ["--model", "{two_outputs}"], "has 1 input(s) and 2 output(s)"),
-    (shapes, ["--model-file", "{empty}"], "empty.keras is empty"),
+    (shapes, ["--model-file", "{empty}"], "empty.keras: it is empty"),
     (classify, ["{folder}/photo.jpg", "--weights", "{truncated_weights}"],
-     "truncated.weights.h5 is truncated or damaged"),
-    (classify, ["{folder}/photo.jpg", "--weights", "{empty_weights}"], "empty.weights.h5 is empty"),
+     "truncated.weights.h5: it is truncated or damaged"),
+    (classify, ["{folder}/photo.jpg", "--weights", "{empty_weights}"], "empty.weights.h5: it is empty"),
     # images
     (inspect, ["{conv}", "--activations", "{bomb_image}"], "claims 12000x10000 = 120,000,000 pixels"),
     (inspect, ["{conv}", "--activations", "{truncated_image}"], "truncated.jpg is damaged or truncated"),
@@ -185,9 +185,9 @@ def test_truncated_model_from_the_command_line(run, files):
     result = run("-m", "utils.inspect", str(files["truncated"]))
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        f"error: {files['truncated']} is truncated or damaged ({files['truncated'].stat().st_size:,} bytes, "
-        "its zip directory is missing): train the model again, or copy the file again if it came "
-        "from elsewhere"]
+        f"error: could not load {files['truncated']}: it is truncated or damaged "
+        f"({files['truncated'].stat().st_size:,} bytes, its zip directory is missing); train the model "
+        "again, or copy the file again if it came from elsewhere"]
 
 
 def test_a_lonely_process_gives_up_after_the_join_timeout(run, tmp_path):

@@ -212,8 +212,8 @@ def test_saved_encoding_is_json_and_rebuilds_the_same_transformation(tmp_path):
 
 
 @pytest.mark.parametrize("damage, message", [
-    ("model empty", "model.keras is empty"),
-    ("model truncated", "model.keras is truncated"),
+    ("model empty", "model.keras: it is empty"),
+    ("model truncated", "model.keras: it is truncated"),
     ("encoding text", "preprocess.json is damaged \\(not valid JSON"),
     ("encoding wrong", "preprocess.json is damaged"),
     ("old pickle", "preprocess.joblib is a pickle.*re-run training"),

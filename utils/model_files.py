@@ -81,36 +81,37 @@ def check_model_file(file: str | Path) -> dict | None:
         with open(file, "rb") as handle:
             head = handle.read(8)
     except OSError as err:
-        raise ModelLoadError(f"cannot read {file}: {err.strerror or err}") from None
+        raise ModelLoadError(f"could not load {file}: {err.strerror or err}") from None
     if size == 0:
-        raise ModelLoadError(f"{file} is empty (0 bytes), not a saved model: {_retrain_hint()}")
+        raise ModelLoadError(f"could not load {file}: it is empty (0 bytes); {_retrain_hint()}")
     if file.suffix in (".h5", ".hdf5"):
         if not head.startswith(HDF5_SIGNATURE):
-            raise ModelLoadError(f"{file} is not an HDF5 file, so not a legacy .h5 model: "
-                                 f"{_retrain_hint()}")
+            raise ModelLoadError(f"could not load {file}: it is not an HDF5 file, so not a legacy .h5 "
+                                 f"model; {_retrain_hint()}")
         return None
     if not zipfile.is_zipfile(file):
         if head.startswith(ZIP_SIGNATURE):
-            raise ModelLoadError(f"{file} is truncated or damaged ({size:,} bytes, its zip directory "
-                                 f"is missing): {_retrain_hint()}")
+            raise ModelLoadError(f"could not load {file}: it is truncated or damaged ({size:,} bytes, "
+                                 f"its zip directory is missing); {_retrain_hint()}")
         what = "an HDF5 file (rename it to .h5)" if head.startswith(HDF5_SIGNATURE) else "not a zip archive"
-        raise ModelLoadError(f"{file} is {what}, and a .keras model is a zip archive written by "
-                             "model.save()")
+        raise ModelLoadError(f"could not load {file}: it is {what}, and a .keras model is a zip "
+                             "archive written by model.save()")
     try:
         with zipfile.ZipFile(file) as archive:
             names = set(archive.namelist())
             missing = [m for m in KERAS_MEMBERS if m not in names]
             if missing:
-                raise ModelLoadError(f"{file} is a zip archive but not a Keras model: it has no "
-                                     f"{' or '.join(missing)}; give a file written by model.save()")
+                raise ModelLoadError(f"could not load {file}: it is a zip archive but not a Keras model "
+                                     f"(no {' or '.join(missing)}); give a file written by model.save()")
             config = json.loads(archive.read("config.json"))
     except ModelLoadError:
         raise
     except (zipfile.BadZipFile, OSError, EOFError, ValueError, UnicodeDecodeError) as err:
-        raise ModelLoadError(f"{file} is damaged ({' '.join(str(err).split())[:120]}): "
+        raise ModelLoadError(f"could not load {file}: it is damaged ({' '.join(str(err).split())[:120]}); "
                              f"{_retrain_hint()}") from None
     if not isinstance(config, dict):
-        raise ModelLoadError(f"{file}: its config.json does not describe a model: {_retrain_hint()}")
+        raise ModelLoadError(f"could not load {file}: its config.json does not describe a model; "
+                             f"{_retrain_hint()}")
     return config
 
 
@@ -204,6 +205,6 @@ def check_weights_file(file: str | Path) -> Path:
         with h5py.File(file, "r"):
             pass
     except OSError as err:
-        raise ModelLoadError(f"{file} is truncated or damaged ({' '.join(str(err).split())[:160]}): "
-                             f"{_retrain_hint()}") from None
+        raise ModelLoadError(f"could not load {file}: it is truncated or damaged "
+                             f"({' '.join(str(err).split())[:160]}); {_retrain_hint()}") from None
     return file
