@@ -152,6 +152,9 @@ def latest_run(chapter_dir: Path) -> Path:
 def load_run(run_dir: Path):
     """(keras model, fitted ColumnTransformer) from a run folder."""
     run_dir = Path(run_dir)
+    if run_dir.is_file():
+        raise TutorialError(f"--model {run_dir} is a file: give the run folder that holds it (model.keras "
+                            "and preprocess.json, as `python mlp/mlp.py` writes them)")
     if not run_dir.is_dir():
         raise TutorialError(f"--model {run_dir}: no such folder; give a run folder written by "
                             "`python mlp/mlp.py` (under outputs/mlp/)")

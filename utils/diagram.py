@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -80,6 +81,8 @@ def check_output(path: Path | None) -> None:
     if not parent.is_dir():
         what = "is a file" if parent.exists() else "does not exist"
         raise TutorialError(f"-o {path}: the folder {parent} {what}; create it first or pick another")
+    if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise TutorialError(f"-o {path}: cannot write there (permission denied); pick another place")
 
 
 @cli.friendly_errors
