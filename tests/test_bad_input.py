@@ -147,6 +147,15 @@ def test_unsafe_loads_a_model_with_a_lambda_layer(files, capsys):
     assert "model with_lambda from" in capsys.readouterr().out
 
 
+def test_save_load_round_trips_a_trusted_lambda_model(files, tmp_path, capsys):
+    out = tmp_path / "out"
+    argv = ["--model", str(files["lambda"]), "--output-dir", str(out), "--quiet", "--backend", BACKEND]
+    assert save_load.main(argv) == 2 and "add --unsafe" in capsys.readouterr().err
+    assert save_load.main([*argv, "--unsafe"]) == 0, capsys.readouterr().err
+    (folder,) = (out / "serving").iterdir()
+    assert (folder / "model.keras").is_file() and (folder / "run.json").is_file()
+
+
 def test_models_with_two_inputs_or_outputs_can_still_be_inspected(files, capsys):
     for name in ("two_inputs", "two_outputs"):
         assert inspect.main([str(files[name]), "--quiet", "--backend", BACKEND]) == 0
