@@ -224,8 +224,18 @@ def estimate_size(spec, image_shape: Shape, classes: int) -> tuple[int, int] | N
     height, width, channels = image_shape
     shape: Shape = (height * width * channels,) if spec.flat_input else tuple(image_shape)
     params, largest = 0, math.prod(shape)
+    counts: dict[str, int] = {}
+
+    def name(kind: str) -> str:  # the registry numbers its layers: conv_1, conv_2...
+        counts[kind] = counts.get(kind, 0) + 1
+        return f"{kind}_{counts[kind]}"
+
     try:
-        for layer in spec.builder(classes):
+        built = spec.builder(classes, name)
+    except TypeError:  # a builder that names nothing
+        built = spec.builder(classes)
+    try:
+        for layer in built:
             shape, count, *_ = by_formula(layer, shape)
             if min(shape) < 1:
                 return None

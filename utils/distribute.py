@@ -69,16 +69,6 @@ def check_coordinator(address: str) -> str:
     return address
 
 
-def coordinator_address(text: str) -> str:
-    """argparse type for --coordinator."""
-    try:
-        return check_coordinator(text)
-    except TutorialError as err:
-        import argparse
-
-        raise argparse.ArgumentTypeError(str(err).removeprefix("--coordinator ")) from None
-
-
 def add_arguments(parser) -> None:
     """The chapter-9 flags, as one group of a chapter's parser."""
     group = parser.add_argument_group("devices, processes and precision")
@@ -89,7 +79,7 @@ def add_arguments(parser) -> None:
     group.add_argument("--cpu-devices", type=cli.positive_int, default=1, metavar="N",
                        help="split the CPU into N logical devices, to try --distribute without "
                             "GPUs (they share the same cores: no speed-up)")
-    group.add_argument("--coordinator", type=coordinator_address, default=None, metavar="HOST:PORT",
+    group.add_argument("--coordinator", default=None, metavar="HOST:PORT",
                        help="several processes (JAX): the address process 0 listens on, the same "
                             f"for every process (default: ${ENV_COORDINATOR}, else one process)")
     group.add_argument("--num-processes", type=cli.positive_int, default=None, metavar="N",
@@ -252,6 +242,8 @@ def setup(args) -> Plan:
     global _ACTIVE
     backend = keras.backend.backend()
     strategy, coordinator, num, pid = _settings(args)
+    if coordinator:
+        check_coordinator(coordinator)  # here, not in argparse: the docs show HOST:PORT placeholders
     cpu_devices = getattr(args, "cpu_devices", 1)
     if backend == "torch" and (strategy != "none" or cpu_devices > 1):
         raise BackendError("--distribute, --cpu-devices and several processes are not supported on "
@@ -262,7 +254,6 @@ def setup(args) -> Plan:
         if not coordinator:
             raise TutorialError(f"--num-processes {num} needs --coordinator HOST:PORT, the address "
                                 "process 0 listens on (the same value for every process)")
-        check_coordinator(coordinator)
         if not 0 <= pid < num:
             raise TutorialError(f"--process-id must be 0 to {num - 1} for {num} processes, not {pid}")
         if getattr(args, "resume", None):
