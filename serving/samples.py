@@ -58,8 +58,11 @@ def main(argv=None) -> int:
         written = write_samples(folder)
     except OSError as err:
         raise TutorialError(f"cannot write the samples into {folder}: {err.strerror or err}") from None
-    for path in written:
-        print(runs.shown_path(path))
+    if args.quiet:
+        print(runs.shown_path(folder))
+    else:
+        for path in written:
+            print(runs.shown_path(path))
     return 0
 
 

@@ -140,11 +140,16 @@ def test_bad_input_is_one_line_and_exit_code_2(files, tmp_path, capsys, script, 
     assert _written(out) == []  # nothing half-written
 
 
-def test_unsafe_loads_a_model_with_a_lambda_layer(files, capsys):
+def test_unsafe_loads_a_model_with_a_lambda_layer(files, tmp_path, capsys):
     assert inspect.main([str(files["lambda"]), "--quiet", "--backend", BACKEND]) == 2
     assert "add --unsafe" in capsys.readouterr().err
     assert inspect.main([str(files["lambda"]), "--quiet", "--unsafe", "--backend", BACKEND]) == 0
     assert "model with_lambda from" in capsys.readouterr().out
+    out = tmp_path / "out"
+    assert filters.main([str(files["lambda"]), "--unsafe", "--dataset", "digits", "--output-dir", str(out),
+                         "--backend", BACKEND]) == 0, capsys.readouterr().err
+    (folder,) = (out / "cnn").glob("*_filters_with_lambda")
+    assert (folder / "filters.png").is_file() and (folder / "run.json").is_file()
 
 
 def test_save_load_round_trips_a_trusted_lambda_model(files, tmp_path, capsys):
