@@ -23,7 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # so `utils` imports from any folder
 
 from cnn import applications  # noqa: E402
-from utils import cli, runs  # noqa: E402
+from utils import cli, model_files, runs  # noqa: E402
 from utils.errors import ImageReadError, TutorialError  # noqa: E402
 from utils.lazy import keras, lazy  # noqa: E402  (Keras loads on first use, after the flags are read)
 from utils.plots import STYLE, plt  # noqa: E402
@@ -168,6 +168,8 @@ def run_classify(args, argv=None) -> runs.RunResult:
     # Fail on a missing weights file before any run folder or model exists.
     for name in names:
         applications.resolve_weights(applications.ARCHITECTURES[name], args.weights)
+    if args.weights not in ("imagenet", "none"):
+        model_files.check_weights_file(args.weights)  # empty, truncated or not a weights file
     # Only ImageNet weights make the class names worth a download; random weights or a
     # file of your own use a cached copy if there is one, else class numbers.
     class_names = applications.class_names(download=args.weights == "imagenet")

@@ -11,6 +11,9 @@ Give it a run folder of the MNIST chapter (or any ``model.keras`` that takes
     python mnist/mnist.py -m conv_net --dataset digits --epochs 10
     python cnn/filters.py outputs/mnist/<run folder>
     python cnn/filters.py outputs/mnist/<run folder> --index 7 --output-dir /tmp/pictures
+
+The pictures go into a new run folder, ``<output-dir>/cnn/<time>_filters_<model>/``,
+with a run.json naming the model file and the image.
 """
 
 from __future__ import annotations
@@ -23,22 +26,30 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # so `utils` imports from any folder
 
 from mnist import data as image_data  # noqa: E402
-from utils import cli, model_files  # noqa: E402
+from utils import cli, model_files, runs  # noqa: E402
 from utils.errors import TutorialError  # noqa: E402
 from utils.lazy import keras, lazy  # noqa: E402  (Keras loads on first use, after the flags are read)
 from utils.plots import plt  # noqa: E402
 
 np = lazy("numpy")
 
+CHAPTER = "cnn"
 MAX_MAPS = 32  # feature maps drawn per layer; deeper layers have more than fit on a page
 
 
-def load_run(path: Path):
-    """(model, dataset name) from a run folder or a .keras file (dataset from run.json when present)."""
-    model, model_file = model_files.load_model(path)
+def load_run(path: Path, unsafe: bool = False):
+    """(model, dataset name, model file) from a run folder or a .keras file (dataset from
+    run.json when present and readable)."""
+    model, model_file = model_files.load_model(path, safe_mode=not unsafe)
+    model_files.require_one_input_output(model, model_file, "filters.py")
     record = model_file.parent / "run.json"
-    dataset = json.loads(record.read_text()).get("dataset") if record.is_file() else None
-    return model, dataset
+    dataset = None
+    if record.is_file():
+        try:
+            dataset = json.loads(record.read_text()).get("dataset")
+        except (OSError, ValueError, AttributeError):
+            dataset = None  # a damaged run.json only loses the hint; --dataset still works
+    return model, (dataset if dataset in image_data.DATASETS else None), model_file
 
 
 def conv_layers(model) -> list:
@@ -125,37 +136,38 @@ def parse_args(argv=None):
     parser.add_argument("--index", type=int, default=0, help="which test image to follow through the net")
     parser.add_argument("--dataset", choices=image_data.DATASETS, default=None,
                         help="test images to use (default: the run's own dataset from run.json)")
-    args = parser.parse_args(argv)
-    args.output_explicit = "--output-dir" in (argv if argv is not None else sys.argv[1:])
-    return args
+    model_files.add_unsafe_argument(parser)
+    return parser.parse_args(argv)
 
 
 @cli.friendly_errors
 def main(argv=None) -> int:
     args = parse_args(argv)
     cli.select_backend(args.backend)
-    model, dataset = load_run(args.run_dir)
+    model, dataset, model_file = load_run(args.run_dir, args.unsafe)
     convs = conv_layers(model)
     if tuple(model.inputs[0].shape[1:]) != (28, 28, 1):
         raise TutorialError(f"{model.name} takes {tuple(model.inputs[0].shape[1:])} inputs; filters.py "
                             "shows 28x28x1 (MNIST-style) models")
     image, label, dataset = test_image(args.dataset or dataset, args.index, args.seed)
-    # Pictures go next to the model unless --output-dir says otherwise.
-    folder = args.output_dir if args.output_explicit else (
-        args.run_dir if args.run_dir.is_dir() else args.run_dir.parent)
-    folder.mkdir(parents=True, exist_ok=True)
+    # Only now, with the model and the image at hand: bad input leaves no folder behind.
+    run = runs.Run(CHAPTER, f"filters_{model.name}", args, argv)
     first = convs[0]
     kh, kw = first.kernel_size
-    plot_filters(first, folder / "filters.png",
+    plot_filters(first, run.path("filters.png"),
                  f"{model.name}: the {first.filters} {kh}x{kw} filters of {first.name}")
     maps = feature_maps(model, image)
-    plot_feature_maps(image, maps, folder / "feature_maps.png",
+    plot_feature_maps(image, maps, run.path("feature_maps.png"),
                       f"{model.name}: feature maps of {dataset} test image {args.index} ({label})")
+    strongest = {}
     for name, m in maps:
-        strongest = np.argsort(-m.mean(axis=(0, 1)))[:3]
+        strongest[name] = [int(i) for i in np.argsort(-m.mean(axis=(0, 1)))[:3]]
         print(f"{name:<12} {'x'.join(map(str, m.shape))}   most active filters: "
-              f"{', '.join(map(str, strongest))}")
-    print(f"wrote {folder / 'filters.png'} and {folder / 'feature_maps.png'}")
+              f"{', '.join(map(str, strongest[name]))}")
+    run.finish(dataset=dataset, source_model=str(model_file), index=args.index, label=label,
+               most_active_filters=strongest)
+    print(f"wrote {runs.shown_path(run.path('filters.png'))} and "
+          f"{runs.shown_path(run.path('feature_maps.png'))}")
     return 0
 
 

@@ -14,6 +14,7 @@ reports, and stops with an error if the two ever disagree.
 from __future__ import annotations
 
 import math
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # so `utils` imports from any folder
 
 from mnist import models  # noqa: E402
-from utils import cli  # noqa: E402
+from utils import cli, model_files  # noqa: E402
 from utils.errors import ShapeMismatchError, TutorialError  # noqa: E402
 from utils.lazy import keras  # noqa: E402  (Keras loads on first use, after the flags are read)
 
@@ -193,14 +194,72 @@ def table(rows: list[LayerRow], title: str) -> str:
     return "\n".join(lines)
 
 
-def load_model_file(path: Path):
-    if not path.is_file():
-        raise TutorialError(f"{path} does not exist: give a .keras file, e.g. a run folder's model.keras")
+def load_model_file(path: Path, unsafe: bool = False):
+    model, _ = model_files.load_model(path, safe_mode=not unsafe)
+    return model
+
+
+#: Share of the free memory the weights of a model may take before it is refused.
+MEMORY_SHARE = 0.25
+
+
+def available_memory() -> int | None:
+    """Bytes of memory free for a new allocation (MemAvailable), or None when unknown."""
     try:
-        return keras.saving.load_model(path, compile=False)
-    except Exception as err:  # Keras raises several types for a file it cannot read
-        raise TutorialError(f"cannot load {path} as a Keras model ({type(err).__name__}: "
-                            f"{str(err).splitlines()[0][:120]})") from None
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def estimate_size(spec, image_shape: Shape, classes: int) -> tuple[int, int] | None:
+    """(parameters, largest layer output in values per image) of ``spec`` at ``image_shape``,
+    from the formulas alone: the layers are created but never built, so nothing is allocated.
+    None when some layer has no formula here or the input is too small (Keras says why)."""
+    height, width, channels = image_shape
+    shape: Shape = (height * width * channels,) if spec.flat_input else tuple(image_shape)
+    params, largest = 0, math.prod(shape)
+    counts: dict[str, int] = {}
+
+    def name(kind: str) -> str:  # the registry numbers its layers: conv_1, conv_2...
+        counts[kind] = counts.get(kind, 0) + 1
+        return f"{kind}_{counts[kind]}"
+
+    try:
+        built = spec.builder(classes, name)
+    except TypeError:  # a builder that names nothing
+        built = spec.builder(classes)
+    try:
+        for layer in built:
+            shape, count, *_ = by_formula(layer, shape)
+            if min(shape) < 1:
+                return None
+            params += count
+            largest = max(largest, math.prod(shape))
+    except (TutorialError, AttributeError, TypeError, IndexError):
+        return None
+    return params, largest
+
+
+def check_fits_in_memory(spec, image_shape: Shape, classes: int, memory: int | None = None) -> None:
+    """Refuse, before building, a model whose weights alone would fill memory."""
+    size = estimate_size(spec, image_shape, classes)
+    memory = available_memory() if memory is None else memory
+    if size is None or not memory:
+        return
+    params, largest = size
+    needed = params * 4  # float32
+    if needed > MEMORY_SHARE * memory or largest >= 2**31:
+        raise TutorialError(
+            f"--input-shape {' '.join(map(str, image_shape))}: {spec.name} would have {params:,} "
+            f"parameters ({needed / 2**30:,.1f} GiB of float32 weights) and a layer output of "
+            f"{largest:,} values per image, more than this machine can build "
+            f"({memory / 2**30:,.1f} GiB free); give a smaller --input-shape")
 
 
 def models_to_show(args) -> list:
@@ -209,12 +268,14 @@ def models_to_show(args) -> list:
             print(f"{spec.name:<24} {spec.description}")
         return []
     if args.model_file:
-        return [load_model_file(args.model_file)]
+        return [load_model_file(args.model_file, args.unsafe)]
     names = args.model or ["conv_net"]
     if "all" in names:
         names = list(models.REGISTRY)
     specs = [models.get_spec(name) for name in dict.fromkeys(names)]  # unknown names fail here
     shape = tuple(args.input_shape)
+    for spec in specs:
+        check_fits_in_memory(spec, shape, args.classes)
     built = []
     for spec in specs:
         try:
@@ -234,6 +295,7 @@ def parse_args(argv=None):
     parser.add_argument("--list", action="store_true", help="list the registry's models and exit")
     parser.add_argument("--model-file", type=Path, default=None, metavar="PATH",
                         help="a saved .keras model to analyse instead")
+    model_files.add_unsafe_argument(parser)
     parser.add_argument("--input-shape", type=cli.positive_int, nargs=3, default=[28, 28, 1],
                         metavar=("H", "W", "C"), help="image height, width and channels")
     parser.add_argument("--classes", type=cli.positive_int, default=10, help="output units")

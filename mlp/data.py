@@ -31,6 +31,10 @@ NUMERIC = ("CreditScore", "Age", "Tenure", "Balance", "NumOfProducts", "HasCrCar
 FEATURES = ("CreditScore", "Geography", "Gender", "Age", "Tenure", "Balance", "NumOfProducts",
             "HasCrCard", "IsActiveMember", "EstimatedSalary")  # the CSV's own order
 SPLIT_SEED = 0  # fixed, so every --seed is scored on the same 2,000 test customers
+#: Largest magnitude accepted in a numeric cell. Far beyond any balance or salary, but
+#: small enough that the squares behind the standard deviation cannot overflow float64
+#: (a cell of 1e300 would turn the whole column, and the loss, into NaN).
+MAX_ABS = 1e100
 
 
 def read_table(path: Path | str, *, need_target: bool = True, source: str | None = None) -> pd.DataFrame:
@@ -38,7 +42,8 @@ def read_table(path: Path | str, *, need_target: bool = True, source: str | None
     source = source or str(path)
     try:
         # Only a blank cell counts as missing, so "n/a" or "NULL" is reported as written.
-        frame = pd.read_csv(path, skipinitialspace=True, keep_default_na=False, na_values=[""])
+        # Read as text, so a message quotes a cell as written (1e400, not inf).
+        frame = pd.read_csv(path, skipinitialspace=True, keep_default_na=False, na_values=[""], dtype=str)
     except pd.errors.EmptyDataError:
         raise ChurnDataError(f"{source} is empty: it needs a header line naming the columns "
                              f"{', '.join(FEATURES)} (and {TARGET} to train), then one customer "
@@ -82,11 +87,33 @@ def check_table(frame: pd.DataFrame, *, need_target: bool = True, source: str = 
             row = _row_number(frame, wrong)
             raise ChurnDataError(f"{source}: {TARGET} must be 0 (stayed) or 1 (left), row {row} has "
                                  f"{frame.loc[wrong, TARGET].iloc[0]!r}")
+        check_training_table(frame, source)
     return frame
 
 
+def check_training_table(frame: pd.DataFrame, source: str = "the data") -> None:
+    """What a table must have to train on: both outcomes, and two values in each category column."""
+    outcomes = set(frame[TARGET].astype(int))
+    if len(outcomes) < 2:
+        (only,) = outcomes
+        who = "nobody left (Exited is 0" if only == 0 else "everybody left (Exited is 1"
+        raise ChurnDataError(f"{source}: {who} in all {len(frame):,} rows), so there is nothing to tell "
+                             "apart and ROC AUC is undefined; the table needs customers who left and "
+                             "customers who stayed")
+    for column in CATEGORICAL:
+        values = frame[column].unique()
+        if len(values) < 2:
+            raise ChurnDataError(f"{source}: column {column} holds the single value {values[0]!r} in all "
+                                 f"{len(frame):,} rows (row 1 onwards), which tells the model nothing; "
+                                 f"the table needs at least two different {column} values")
+
+
 def _row_number(frame: pd.DataFrame, mask: pd.Series) -> int:
-    return int(np.flatnonzero(mask.to_numpy())[0]) + 1
+    """The first masked row, counted from 1 in the table as read (split frames keep
+    the labels of the table they came from)."""
+    position = int(np.flatnonzero(mask.to_numpy())[0])
+    label = frame.index[position]
+    return int(label) + 1 if pd.api.types.is_integer_dtype(frame.index) else position + 1
 
 
 def _as_numbers(values: pd.Series, column: str, source: str) -> pd.Series:
@@ -98,7 +125,16 @@ def _as_numbers(values: pd.Series, column: str, source: str) -> pd.Series:
         what = "is empty" if pd.isna(raw) or not str(raw).strip() else f"holds {str(raw)!r}"
         raise ChurnDataError(f"{source}: column {column}, row {row} {what}, but {column} must be a "
                              "number; correct that cell or remove the row")
-    return numbers.astype("float64")
+    numbers = numbers.astype("float64")
+    huge = ~(numbers.abs() <= MAX_ABS)  # also catches inf, -inf and 1e400 (which reads as inf)
+    if huge.any():
+        row = _row_number(values.to_frame(), huge)
+        raw = str(values[huge].iloc[0]).strip()
+        what = ("which is infinite as a float64 number" if not np.isfinite(numbers[huge].iloc[0])
+                else f"too large to scale (at most {MAX_ABS:g} in size)")
+        raise ChurnDataError(f"{source}: column {column}, row {row} holds {raw!r}, {what}; correct that "
+                             "cell or remove the row")
+    return numbers
 
 
 def load_table(data: Path | str | None = None) -> tuple[pd.DataFrame, Path]:
@@ -172,8 +208,24 @@ def check_known_categories(preprocessor: ColumnTransformer, frame: pd.DataFrame,
             )
 
 
-def features_and_target(preprocessor: ColumnTransformer, frame: pd.DataFrame, *, fit: bool = False):
+def features_and_target(preprocessor: ColumnTransformer, frame: pd.DataFrame, *, fit: bool = False,
+                        source: str = "the data"):
     """Encoded features (rows, 11) float32 and targets (rows, 1) float32."""
-    x = preprocessor.fit_transform(frame) if fit else preprocessor.transform(frame)
+    if fit:
+        for column in CATEGORICAL:  # the split can leave a category column with one value
+            if frame[column].nunique() < 2:
+                raise ChurnDataError(f"{source}: the training rows hold only {column}="
+                                     f"{frame[column].iloc[0]!r}; give a table with more customers of "
+                                     f"each {column}, or use --no-split")
+        x = preprocessor.fit_transform(frame)
+    else:
+        check_known_categories(preprocessor, frame, source)
+        x = preprocessor.transform(frame)
+    x = np.asarray(x, dtype="float32")
+    if not np.isfinite(x).all():  # should not happen after the checks above; say where if it does
+        row, col = (int(v[0]) for v in np.nonzero(~np.isfinite(x)))
+        name = preprocessor.get_feature_names_out()[col]
+        at = _row_number(frame, pd.Series(np.arange(len(frame)) == row))
+        raise ChurnDataError(f"{source}: encoding row {at} gives a non-finite {name}; check that row")
     y = frame[TARGET].to_numpy("float32").reshape(-1, 1)
-    return np.asarray(x, dtype="float32"), y
+    return x, y

@@ -38,6 +38,11 @@ def classification_metrics(y_true: np.ndarray, probability: np.ndarray, threshol
     return metrics
 
 
+def format_auc(value: float) -> str:
+    """ROC AUC needs customers of both classes; with one class it is undefined, and says so."""
+    return "undefined (these rows hold one class only)" if np.isnan(value) else f"{value:.4f}"
+
+
 def confusion(y_true: np.ndarray, probability: np.ndarray, threshold: float = 0.5) -> np.ndarray:
     """2x2 counts: rows are the truth (stayed, left), columns the prediction."""
     predicted = (np.asarray(probability).ravel() > threshold).astype(int)
@@ -56,7 +61,7 @@ def format_report(metrics: dict, matrix: np.ndarray) -> str:
         lines.append(f"{name:<8}{metrics[f'precision_{name}']:>11.3f}{metrics[f'recall_{name}']:>9.3f}"
                      f"{metrics[f'f1_{name}']:>8.3f}{metrics[f'support_{name}']:>11,d}")
     lines += ["", f"accuracy {metrics['accuracy']:.4f} (always answering 'stayed' would score "
-                  f"{metrics['majority_baseline']:.4f})   ROC AUC {metrics['roc_auc']:.4f}"]
+                  f"{metrics['majority_baseline']:.4f})   ROC AUC {format_auc(metrics['roc_auc'])}"]
     return "\n".join(lines)
 
 

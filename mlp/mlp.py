@@ -11,7 +11,7 @@ probability of leaving from those facts.
 
 Every training run leaves a folder under ``outputs/mlp/`` with run.json,
 history.csv, the plots, the confusion matrix, model.keras and the fitted
-encoding (preprocess.joblib) that ``--predict`` reuses.
+encoding (preprocess.json) that ``--predict`` reuses.
 """
 
 from __future__ import annotations
@@ -50,7 +50,6 @@ from mlp import predict, training  # noqa: E402
 from utils import plots, runs  # noqa: E402
 from utils.lazy import keras, lazy  # noqa: E402  (Keras loads on first use, after the flags are read)
 
-joblib = lazy("joblib")
 data, evaluation = lazy("mlp.data"), lazy("mlp.evaluation")
 EpochTimer = lazy("utils.callbacks", "EpochTimer")
 EveryNEpochsPrinter = lazy("utils.callbacks", "EveryNEpochsPrinter")
@@ -79,8 +78,10 @@ def train_and_evaluate(args, argv: list[str] | None = None, table=None, show: bo
     else:
         train, validation, test = data.split(frame)
     preprocessor = data.make_preprocessor()
-    x_train, y_train = data.features_and_target(preprocessor, train, fit=True)  # fitted on train only
-    val = data.features_and_target(preprocessor, validation) if validation is not None else None
+    x_train, y_train = data.features_and_target(preprocessor, train, fit=True,  # fitted on train only
+                                                source=str(path))
+    val = data.features_and_target(preprocessor, validation, source=str(path)) \
+        if validation is not None else None
     model = training.compile_model(build_model(x_train.shape[1], args.hidden, args.init),
                                    args.optimizer, args.learning_rate)
     if show:
@@ -108,7 +109,7 @@ def train_and_evaluate(args, argv: list[str] | None = None, table=None, show: bo
         loss, accuracy = model.evaluate(x_train, y_train, batch_size=1024, verbose=0)
         metrics = {"train_accuracy": float(accuracy), "train_loss": float(loss)}
     else:
-        x_test, y_test = data.features_and_target(preprocessor, test)
+        x_test, y_test = data.features_and_target(preprocessor, test, source=str(path))
         loss, _ = model.evaluate(x_test, y_test, batch_size=1024, verbose=0)
         probability = model.predict(x_test, batch_size=1024, verbose=0)
         metrics = {**evaluation.classification_metrics(y_test, probability), "loss": float(loss)}
@@ -117,7 +118,7 @@ def train_and_evaluate(args, argv: list[str] | None = None, table=None, show: bo
                                          run.path("confusion_matrix.png"))
         extra = {"confusion_matrix": matrix.tolist(), "report": evaluation.format_report(metrics, matrix)}
     metrics["fit_seconds"] = fit_seconds
-    joblib.dump(preprocessor, run.path(predict.PREPROCESSOR_FILE))
+    predict.save_preprocessor(preprocessor, run.path(predict.PREPROCESSOR_FILE))
     frame_history = runs.history_frame(history.history)
     plots.save_standard_plots(frame_history, model.name, run.dir)
     return run.finish(
@@ -133,7 +134,7 @@ def describe(result: runs.RunResult) -> str:
     if "train_accuracy" in m:
         return (f"training accuracy {m['train_accuracy']:.4f}  loss {m['train_loss']:.4f}  "
                 f"fit() {m['fit_seconds']:.1f} s")
-    return (f"test accuracy {m['accuracy']:.4f}  ROC AUC {m['roc_auc']:.4f}  recall(left) "
+    return (f"test accuracy {m['accuracy']:.4f}  ROC AUC {evaluation.format_auc(m['roc_auc'])}  recall(left) "
             f"{m['recall_left']:.3f}  fit() {m['fit_seconds']:.1f} s")
 
 

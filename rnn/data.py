@@ -29,6 +29,11 @@ class SeriesError(TutorialError):
     """The series cannot be read, or is too short for the requested windows."""
 
 
+#: Largest magnitude accepted in a CSV cell: beyond it the squares behind a standard
+#: deviation overflow float64 and every result turns into NaN.
+MAX_ABS = 1e100
+
+
 # --------------------------------------------------------------------------- the series
 
 
@@ -116,10 +121,14 @@ def read_csv_series(path: Path, column: str, time_column: str | None = None) -> 
     hold text instead of numbers; empty cells count as gaps, not errors.
     """
     path = Path(path)
+    if path.is_dir():
+        raise SeriesError(f"--csv {path} is a folder: give the CSV file in it")
     try:
         frame = pd.read_csv(path, dtype=str, keep_default_na=False)
     except FileNotFoundError:
         raise SeriesError(f"no file {path}: check the path given to --csv") from None
+    except OSError as err:
+        raise SeriesError(f"cannot read {path}: {err.strerror or err}") from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
         raise SeriesError(f"{path} is not a readable CSV file ({err}); save it as comma-separated text") \
             from None
@@ -135,6 +144,13 @@ def read_csv_series(path: Path, column: str, time_column: str | None = None) -> 
         raise SeriesError(
             f"column {column!r} of {path} holds {int(bad.sum())} non-numeric value(s), the first "
             f"{text[row]!r} on data row {row + 1}; fix or empty those cells (empty cells are interpolated)")
+    huge = numbers.notna() & ~(numbers.abs() <= MAX_ABS)  # inf, -inf, 1e400 (read as inf), 1e300
+    if huge.any():
+        row = int(huge.idxmax())
+        what = "is infinite as a float64 number" if not np.isfinite(numbers[row]) else \
+            f"is too large to forecast with (at most {MAX_ABS:g} in size)"
+        raise SeriesError(f"column {column!r} of {path}: data row {row + 1} holds {text[row]!r}, which "
+                          f"{what}; fix or empty that cell")
     if time_column is not None:
         times = pd.to_datetime(frame[time_column], errors="coerce")
         if times.isna().any():
@@ -170,6 +186,13 @@ def load_series(args) -> Series:
     if args.column is None:
         raise SeriesError("--csv needs --column NAME: the column holding the numbers to forecast")
     values, filled = read_csv_series(args.csv, args.column, args.time_column)
+    if len(values) < 3:
+        raise SeriesError(f"column {args.column!r} of {args.csv} has {len(values)} number(s); a series to "
+                          "forecast needs many more rows (at least window + horizon + 1)")
+    if values.nunique() == 1:
+        raise SeriesError(f"column {args.column!r} of {args.csv} holds the same value ({values.iloc[0]:g}) "
+                          f"in all {len(values)} rows: there is nothing to forecast, and every error "
+                          "would be 0; give a column that changes")
     season = args.season or infer_season(values.index)
     if season is None:
         raise SeriesError(f"cannot tell the seasonal cycle of {args.csv}: pass --season N (steps per "

@@ -1,6 +1,7 @@
 """Write a few test images to send to the service, so the curl examples work offline.
 
-    python serving/samples.py            # -> outputs/serving/samples/
+    python serving/samples.py                    # -> outputs/serving/samples/
+    python serving/samples.py --output-dir OUT   # -> OUT/serving/samples/
 
 From the held-out test part of scikit-learn's digits (the data the MNIST
 chapter falls back to, always available): ``digit-<label>.png``, exactly as the
@@ -16,7 +17,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # so `utils` imports from any folder
 
-from utils import ROOT, cli, runs  # noqa: E402
+from utils import cli, runs  # noqa: E402
+from utils.errors import TutorialError  # noqa: E402
 from utils.lazy import lazy  # noqa: E402
 
 np, Image = lazy("numpy"), lazy("PIL.Image")  # imported on first use: --help stays fast
@@ -37,17 +39,30 @@ def write_samples(folder: Path, labels=(3, 7)) -> list[Path]:
     return written
 
 
+def parse_args(argv=None):
+    parser = cli.make_parser("Write sample digit images for the serving chapter.", epochs=None,
+                             batch_size=None)
+    parser.add_argument("folder", nargs="?", type=Path, default=None,
+                        help="write them into exactly this folder instead "
+                             "(default: <output-dir>/serving/samples/)")
+    return parser.parse_args(argv)
+
+
 @cli.friendly_errors
 def main(argv=None) -> int:
-    import argparse
-
-    parser = cli.ArgumentParser(description="Write sample digit images for the serving chapter.",
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("folder", nargs="?", type=Path, default=ROOT / "outputs" / "serving" / "samples",
-                        help="where to write them")
-    args = parser.parse_args(argv)
-    for path in write_samples(args.folder):
-        print(runs.shown_path(path))
+    args = parse_args(argv)
+    folder = args.folder if args.folder is not None else Path(args.output_dir) / "serving" / "samples"
+    if folder.exists() and not folder.is_dir():
+        raise TutorialError(f"{folder} is a file; the samples need a folder")
+    try:
+        written = write_samples(folder)
+    except OSError as err:
+        raise TutorialError(f"cannot write the samples into {folder}: {err.strerror or err}") from None
+    if args.quiet:
+        print(runs.shown_path(folder))
+    else:
+        for path in written:
+            print(runs.shown_path(path))
     return 0
 
 

@@ -32,6 +32,9 @@ np = lazy("numpy")
 
 CHAPTER = "serving"
 TOLERANCE = 1e-6  # "identical" allows float32 round-off from a differently compiled graph
+#: Whether the round trips reload in safe mode; --unsafe (a trusted --model with
+#: Lambda layers) turns it off for that model's own copies.
+SAFE_MODE = {"on": True}
 
 WHEN_TO_USE = """\
 which one to use when:
@@ -103,7 +106,15 @@ def rebuilt(model):
     not compiled, no optimizer."""
     config = json.loads(model.to_json())
     config.pop("compile_config", None)
-    return keras.models.model_from_json(json.dumps(config))
+    return from_json(json.dumps(config))
+
+
+def from_json(text: str):
+    """``keras.models.model_from_json``; after --unsafe, the same without safe mode (that
+    function has no ``safe_mode`` argument, so its one step is taken by hand)."""
+    if SAFE_MODE["on"]:
+        return keras.models.model_from_json(text)
+    return keras.saving.deserialize_keras_object(json.loads(text), safe_mode=False)
 
 
 def _predict(model, x):
@@ -114,7 +125,7 @@ def check_native(model, folder: Path, x) -> Artefact:
     """``model.save("model.keras")``: a zip of config.json, the weights and the optimizer state."""
     path = folder / "model.keras"
     model.save(path)
-    loaded = keras.saving.load_model(path)
+    loaded = keras.saving.load_model(path, safe_mode=SAFE_MODE["on"])
     return _artefact(".keras (native)", [path], folder, _predict(model, x), _predict(loaded, x),
                      "architecture + weights + optimizer state")
 
@@ -135,7 +146,7 @@ def check_json(model, folder: Path, x) -> Artefact:
     json_path.write_text(model.to_json(indent=2))
     if not weights_path.exists():
         model.save_weights(weights_path)
-    rebuilt = keras.models.model_from_json(json_path.read_text())
+    rebuilt = from_json(json_path.read_text())
     rebuilt.load_weights(weights_path)
     return _artefact("JSON + weights", [json_path, weights_path], folder, _predict(model, x),
                      _predict(rebuilt, x), "the seed's way: the architecture as text")
@@ -149,7 +160,7 @@ def check_legacy_h5(model, folder: Path, x) -> Artefact:
     # config, so a .keras file saved from the same model afterwards reloads
     # with RMSprop: this check runs last.
     model.save(path)
-    loaded = keras.saving.load_model(path)
+    loaded = keras.saving.load_model(path, safe_mode=SAFE_MODE["on"])
     return _artefact("legacy .h5", [path], folder, _predict(model, x), _predict(loaded, x),
                      "Keras 2's format, still readable")
 
@@ -203,7 +214,7 @@ def optimizer_state_difference(model, path: Path) -> dict:
     """Is the optimizer (its step count and its moment estimates) in the .keras file?"""
     if getattr(model, "optimizer", None) is None or not model.optimizer.variables:
         return {"compared": 0, "note": "the model has no optimizer state"}
-    loaded = keras.saving.load_model(path)
+    loaded = keras.saving.load_model(path, safe_mode=SAFE_MODE["on"])
     before = [np.asarray(v) for v in model.optimizer.variables]
     after = [np.asarray(v) for v in loaded.optimizer.variables]
     if len(before) != len(after):
@@ -220,7 +231,7 @@ def check_resume(model, args, folder: Path, x, y) -> dict:
     only the .keras file carries them, so only it continues the same path.
     """
     epochs = args.resume_epochs
-    resumed = keras.saving.load_model(folder / "model.keras")
+    resumed = keras.saving.load_model(folder / "model.keras", safe_mode=SAFE_MODE["on"])
     restarted = rebuilt(model)
     restarted.load_weights(folder / "model.weights.h5")
     restarted.compile(optimizer=xor.make_optimizer(args.optimizer, args.learning_rate),
@@ -243,11 +254,14 @@ def load_data(args):
     points, or 16 seeded random inputs shaped like ``--model``'s input."""
     if args.model:
         model, file = model_files.load_model(args.model, safe_mode=not args.unsafe, compile=True)
+        SAFE_MODE["on"] = not args.unsafe
+        model_files.require_one_input_output(model, file, "save_load.py")
         shape = tuple(model.input_shape[1:])
         if None in shape:
             raise TutorialError(f"{file} takes inputs of shape {shape}; the checks need a fixed shape")
         x = np.random.default_rng(args.seed).uniform(0, 1, (16, *shape)).astype("float32")
         return model, x, None, f"loaded from {runs.shown_path(file)}"
+    SAFE_MODE["on"] = True
     x, y = xor.load_data()
     model = xor.build_model(tuple(args.hidden))
     model.compile(optimizer=xor.make_optimizer(args.optimizer, args.learning_rate),

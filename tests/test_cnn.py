@@ -348,8 +348,14 @@ def test_filters_and_feature_maps_of_a_run_folder(tmp_path, capsys):
     model = models.build_model("conv_net")
     model.save(folder / "model.keras")
     (folder / "run.json").write_text(json.dumps({"dataset": "digits"}))
-    assert filters.main([str(folder), "--index", "3"]) == 0
+    out_dir = tmp_path / "out"
+    assert filters.main([str(folder), "--index", "3", f"--output-dir={out_dir}"]) == 0  # the = form
     out = capsys.readouterr().out
+    (written,) = (out_dir / "cnn").glob("*_filters_conv_net")  # a run folder of its own
+    record = json.loads((written / "run.json").read_text())
+    assert record["dataset"] == "digits" and record["index"] == 3
+    assert not (folder / "filters.png").exists()  # the training run is left as it was
+    folder = written
     # Layer names carry a per-process counter, so read the third one's from the model.
     third = [layer.name for layer in model.layers if "conv" in layer.name][2]
     assert third in out and "3x3x64" in out  # the third convolution's maps

@@ -81,6 +81,52 @@ def test_missing_and_malformed_folders_are_named_and_skipped(two_runs, capsys):
     assert any(str(empty_history) in line and "history.csv is empty" in line for line in err)
 
 
+def _damage(folder, case):
+    history = folder / "history.csv"
+    record = json.loads((folder / "run.json").read_text())
+    if case == "args not an object":
+        record["args"] = "lr=0.1"
+    elif case == "metrics a list":
+        record["metrics"] = [0.5]
+    elif case == "model a number":
+        record["model"] = 7
+    elif case == "metric NaN":
+        record["metrics"]["test_accuracy"] = float("nan")
+    elif case == "text in a column":
+        history.write_text(history.read_text().replace("0.8,", "high,", 1))
+    elif case == "NaN in history":
+        history.write_text(history.read_text().replace("0.6,", "nan,", 1))
+    elif case == "inf in history":
+        history.write_text(history.read_text().replace("0.6,", "inf,", 1))
+    elif case == "duplicate epoch":
+        history.write_text(history.read_text().replace("\n3,", "\n2,"))
+    (folder / "run.json").write_text(json.dumps(record))
+
+
+@pytest.mark.parametrize("case, message", [
+    ("args not an object", "'args' should be an object"),
+    ("metrics a list", "'metrics' should be an object"),
+    ("model a number", "'model' should be text"),
+    ("metric NaN", "metric 'test_accuracy' as nan"),
+    ("text in a column", "column 'accuracy' holds 'high' on line 3"),
+    ("NaN in history", "holds nan in column 'loss' on line 3"),
+    ("inf in history", "holds inf in column 'loss' on line 3"),
+    ("duplicate epoch", "epoch 2 appears twice"),
+])
+def test_a_damaged_run_is_named_in_one_warning_and_the_rest_compared(two_runs, capsys, case, message):
+    root, first, second = two_runs
+    damaged = write_run(root, "20260101-000400_damaged")
+    _damage(damaged, case)
+    result = compare.compare([str(first), str(damaged), str(second)], output_dir=root)
+    assert [row["run"] for row in result.rows] == [first.name, second.name]
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"warning: {damaged}: ") and message in line, line
+    # --latest finds it too, and says why it is left out
+    result = compare.compare([], latest=5, chapter="mnist", output_dir=root)
+    assert len(result.rows) == 2
+    assert any(str(damaged) in w for w in result.warnings)
+
+
 def test_a_run_written_by_utils_runs_can_be_compared(tmp_path, two_runs):
     root, first, _ = two_runs
     args = SimpleNamespace(output_dir=root, seed=0, epochs=2, batch_size=8)

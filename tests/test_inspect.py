@@ -119,7 +119,7 @@ def test_errors_name_what_is_wrong(tmp_path, run_folder):
     broken.write_bytes(b"this is not a PNG")
     with pytest.raises(ImageReadError, match="broken.png"):
         inspect.image_input(model, broken)
-    with pytest.raises(ImageReadError, match="no such image file"):
+    with pytest.raises(ImageReadError, match="nothing.png: no such file"):
         inspect.image_input(model, tmp_path / "nothing.png")
     xor_like = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
     Image.new("L", (8, 8)).save(tmp_path / "small.png")

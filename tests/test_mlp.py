@@ -8,12 +8,11 @@ import os
 import re
 from pathlib import Path
 
-import joblib
 import numpy as np
 import pandas as pd
 import pytest
 
-from mlp import data
+from mlp import data, predict
 from tests.conftest import SHARED_DATA, run_script
 from utils.errors import ChurnDataError
 
@@ -132,7 +131,7 @@ def test_table_checks_name_the_problem(tmp_path):
 
 def test_default_mode_writes_a_complete_run(trained):
     run_dir, done = trained
-    for name in ("model.keras", "preprocess.joblib", "history.csv", "run.json", "accuracy.png"):
+    for name in ("model.keras", "preprocess.json", "history.csv", "run.json", "accuracy.png"):
         assert (run_dir / name).is_file(), name
     assert (run_dir / "confusion_matrix.png").read_bytes()[:8] == PNG
     history = pd.read_csv(run_dir / "history.csv")
@@ -145,7 +144,7 @@ def test_default_mode_writes_a_complete_run(trained):
     assert 0.7 < metrics["accuracy"] <= 1 and 0.5 < metrics["roc_auc"] <= 1
     assert record["backend"] in ("jax", "tensorflow", "torch")
     # the saved encoding was fitted on the 7,200 training rows, not on all 10,000
-    scaler = joblib.load(run_dir / "preprocess.joblib").named_transformers_["numeric"]
+    scaler = predict.load_preprocessor(run_dir / "preprocess.json").named_transformers_["numeric"]
     train, _, _ = data.split(data.read_table(churn_csv()))
     np.testing.assert_allclose(scaler.mean_, train[list(data.NUMERIC)].mean().to_numpy())
     assert "Total params: 121" in done.stdout and "ROC AUC" in done.stdout and "truly left" in done.stdout
@@ -200,6 +199,48 @@ def test_predict_bad_input_is_one_line(trained, chapter, capsys, values, message
     assert sorted(p.name for p in run_dir.parent.iterdir()) == before
 
 
+def test_saved_encoding_is_json_and_rebuilds_the_same_transformation(tmp_path):
+    frame = data.check_table(fake_customers(300))
+    fitted = data.make_preprocessor().fit(frame)
+    path = predict.save_preprocessor(fitted, tmp_path / "preprocess.json")
+    record = json.loads(path.read_text())  # plain data: nothing in it can run
+    assert record["categories"] == {"Geography": ["France", "Germany", "Spain"], "Gender": ["Female", "Male"]}
+    rebuilt = predict.load_preprocessor(path)
+    customers = data.check_table(fake_customers(40, seed=1))
+    np.testing.assert_allclose(rebuilt.transform(customers), fitted.transform(customers), rtol=1e-12)
+    assert list(rebuilt.get_feature_names_out()) == list(fitted.get_feature_names_out())
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("model empty", "model.keras: it is empty"),
+    ("model truncated", "model.keras: it is truncated"),
+    ("encoding text", "preprocess.json is damaged \\(not valid JSON"),
+    ("encoding wrong", "preprocess.json is damaged"),
+    ("old pickle", "preprocess.joblib is a pickle.*re-run training"),
+])
+def test_predict_with_a_damaged_run_folder_is_one_line(trained, chapter, capsys, tmp_path, damage, message):
+    import shutil
+
+    run_dir = shutil.copytree(trained[0], tmp_path / "copy")
+    model, encoding = run_dir / "model.keras", run_dir / "preprocess.json"
+    if damage == "model empty":
+        model.write_bytes(b"")
+    elif damage == "model truncated":
+        model.write_bytes(model.read_bytes()[:2000])
+    elif damage == "encoding text":
+        encoding.write_text("{not json")
+    elif damage == "encoding wrong":
+        record = json.loads(encoding.read_text())
+        record["scalers"]["numeric"]["mean"] = ["a"]
+        encoding.write_text(json.dumps(record))
+    elif damage == "old pickle":
+        encoding.rename(run_dir / "preprocess.joblib")
+    assert chapter.main(["--predict", *CUSTOMER, "--model", str(run_dir)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.count("\n") == 1, captured.err
+    assert re.search(message, captured.err), captured.err
+
+
 # --- bad training tables: one line, exit code 2, no run folder ---------------------------------
 
 def _write(path: Path, frame: pd.DataFrame | None) -> Path:
@@ -214,14 +255,27 @@ def _write(path: Path, frame: pd.DataFrame | None) -> Path:
     ("missing", "lacks the column.*Gender, Tenure"),
     ("empty", "is empty"),
     ("text", "column Balance, row 3 holds 'n/a'"),
+    ("inf", "column Balance, row 3 holds 'inf', which is infinite"),
+    ("1e400", "column EstimatedSalary, row 3 holds '1e400', which is infinite"),  # float64 overflows
+    ("1e300", "column Balance, row 3 holds '1e300', too large to scale"),  # would give a NaN loss
+    ("one gender", "column Gender holds the single value 'Male' in all 50 rows"),
+    ("one country", "column Geography holds the single value 'Spain'"),
+    ("nobody left", r"nobody left \(Exited is 0 in all 50 rows\).*ROC AUC is undefined"),
 ])
 def test_bad_table_is_one_line_and_writes_nothing(tmp_path, chapter, capsys, case, message):
     frame = fake_customers(50)
     if case == "missing":
         frame = frame.drop(columns=["Gender", "Tenure"])
-    elif case == "text":
-        frame = frame.astype({"Balance": object})
-        frame.loc[2, "Balance"] = "n/a"
+    elif case in ("text", "inf", "1e400", "1e300"):
+        column = "EstimatedSalary" if case == "1e400" else "Balance"
+        frame = frame.astype({column: object})
+        frame.loc[2, column] = {"text": "n/a"}.get(case, case)
+    elif case == "one gender":
+        frame["Gender"] = "Male"
+    elif case == "one country":
+        frame["Geography"] = "Spain"
+    elif case == "nobody left":
+        frame["Exited"] = 0
     csv = _write(tmp_path / "bad.csv", None if case == "empty" else frame)
     out = tmp_path / "out"
     assert chapter.main(["--data", str(csv), "--output-dir", str(out)]) == 2

@@ -127,6 +127,12 @@ def write_csv(tmp_path, name, text):
     ("too_short", "fewer than window + horizon"),
     ("window_0", "--window must be at least 1"),
     ("bad_flag", "invalid choice"),
+    ("constant", "holds the same value (5) in all 28 rows"),
+    ("folder", "is a folder"),
+    ("inf", "data row 3 holds 'inf', which is infinite"),
+    ("1e400", "data row 2 holds '1e400', which is infinite"),  # too large for float64: reads as inf
+    ("1e300", "data row 2 holds '1e300', which is too large"),
+    ("few_rows", "the series has 10 values, fewer than window + horizon + 1 = 16"),  # default window 14
 ])
 def test_bad_input_gives_one_line_and_exit_2(case, expected, tmp_path, capsys):
     good = "day,kwh\n" + "".join(f"2024-01-{d:02d},{d}\n" for d in range(1, 29))
@@ -137,6 +143,14 @@ def test_bad_input_gives_one_line_and_exit_2(case, expected, tmp_path, capsys):
                       "--window", "30"],
         "window_0": ["--window", "0"],
         "bad_flag": ["--cell", "transformer"],
+        "constant": ["--csv", write_csv(tmp_path, "flat", "kwh\n" + "5\n" * 28), "--column", "kwh",
+                     "--season", "7"],
+        "folder": ["--csv", str(tmp_path), "--column", "kwh"],
+        "inf": ["--csv", write_csv(tmp_path, "inf", "kwh\n1\n2\ninf\n4\n"), "--column", "kwh"],
+        "1e400": ["--csv", write_csv(tmp_path, "big", "kwh\n1\n1e400\n3\n"), "--column", "kwh"],
+        "1e300": ["--csv", write_csv(tmp_path, "huge", "kwh\n1\n1e300\n3\n"), "--column", "kwh"],
+        "few_rows": ["--csv", write_csv(tmp_path, "few", "kwh\n" + "".join(f"{d}\n" for d in range(10))),
+                     "--column", "kwh", "--season", "7"],
     }[case]
     assert forecast.main([*argv, "--output-dir", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip()

@@ -76,24 +76,78 @@ def read_run(path: str | Path) -> RunData:
         record = json.loads((path / "run.json").read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise RunFolderError(f"run.json is not valid JSON ({err})") from None
-    if not isinstance(record, dict):
-        raise RunFolderError("run.json does not hold a JSON object")
+    check_record(record)
     if not (path / "history.csv").is_file():
         raise RunFolderError("no history.csv")
+    history = read_history(path / "history.csv")
+    return RunData(path, record, history)
+
+
+#: run.json fields compare reads, and the JSON types each may hold (None: absent is fine).
+RECORD_TYPES = {"model": (str,), "chapter": (str,), "started_at": (str,), "dataset": (str, type(None)),
+                "args": (dict,), "metrics": (dict,), "wall_seconds": (int, float, type(None))}
+
+
+def check_record(record) -> None:
+    """A run.json that compare can read: an object, each known field of the right type,
+    every metric a finite number (or text, such as a note)."""
+    if not isinstance(record, dict):
+        raise RunFolderError("run.json does not hold a JSON object")
+    for key, types in RECORD_TYPES.items():
+        if key in record and (not isinstance(record[key], types) or isinstance(record[key], bool)):
+            allowed = " or ".join("null" if t is type(None) else {"str": "text", "dict": "an object"}
+                                  .get(t.__name__, "a number") for t in types)
+            raise RunFolderError(f"run.json is damaged: {key!r} should be {allowed}, not "
+                                 f"{json.dumps(record[key])[:40]}")
+    for key, value in (record.get("metrics") or {}).items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise RunFolderError(f"run.json records metric {key!r} as {value} (a run that diverged?)")
+
+
+def read_history(file: Path) -> pd.DataFrame:
+    """history.csv as numbers; :class:`RunFolderError` for text in a numeric column,
+    NaN or infinity, and an epoch given twice. Columns holding only text (such as
+    transfer learning's ``phase``) are kept as labels."""
     try:
-        history = pd.read_csv(path / "history.csv")
+        raw = pd.read_csv(file, dtype=str, keep_default_na=False)
     except pd.errors.EmptyDataError:
         raise RunFolderError("history.csv is empty (a run that records no epochs, such as a "
                              "comparison or a benchmark)") from None
     except (pd.errors.ParserError, UnicodeDecodeError, OSError) as err:
         raise RunFolderError(f"history.csv cannot be read ({' '.join(str(err).split())})") from None
+    history = pd.DataFrame(index=raw.index)
+    for column in raw.columns:
+        text = raw[column].str.strip()
+        numbers = pd.to_numeric(text.where(text != ""), errors="coerce")
+        written = text != ""
+        if not numbers[written].notna().any() and column != "epoch":
+            history[column] = raw[column]  # a text column, e.g. the training phase
+            continue
+        not_finite = numbers.isin([math.inf, -math.inf]) | text.str.lower().isin(["nan", "-nan", "+nan"])
+        if not_finite.any():
+            row = int(not_finite.idxmax())
+            raise RunFolderError(f"history.csv holds {text[row]} in column {column!r} on line {row + 2} "
+                                 "(a run that diverged?)")
+        bad = written & numbers.isna()
+        if bad.any():
+            row = int(bad.idxmax())
+            raise RunFolderError(f"history.csv is damaged: column {column!r} holds {text[row]!r} on line "
+                                 f"{row + 2}, where a number belongs")
+        history[column] = numbers
     numeric = [c for c in history.columns
                if c != "epoch" and pd.api.types.is_numeric_dtype(history[c])]
     if history.empty or not numeric:
         raise RunFolderError("history.csv holds no epochs of numeric metrics")
-    if "epoch" not in history or not pd.api.types.is_numeric_dtype(history["epoch"]):
+    if "epoch" in history:
+        if history["epoch"].isna().any():
+            raise RunFolderError("history.csv is damaged: an epoch number is missing")
+        repeated = history["epoch"].duplicated()
+        if repeated.any():
+            raise RunFolderError(f"history.csv is damaged: epoch {history['epoch'][repeated].iloc[0]:g} "
+                                 "appears twice")
+    else:
         history.insert(0, "epoch", range(1, len(history) + 1))
-    return RunData(path, record, history)
+    return history
 
 
 def _has_magic(pattern: str) -> bool:
@@ -120,8 +174,10 @@ def _started(run: RunData) -> str:
     return str(run.record.get("started_at") or run.name)
 
 
-def find_runs(root: Path, chapter: str | None = None, model: str | None = None) -> list[RunData]:
-    """Every readable run under ``root/<chapter>/``, oldest first (comparisons excluded)."""
+def find_runs(root: Path, chapter: str | None = None, model: str | None = None,
+              warnings: list[str] | None = None) -> list[RunData]:
+    """Every readable run under ``root/<chapter>/``, oldest first (comparisons excluded);
+    each damaged one adds a line to ``warnings``."""
     root = Path(root)
     chapters = [root / chapter] if chapter else sorted(p for p in root.glob("*") if p.is_dir())
     found = []
@@ -133,7 +189,9 @@ def find_runs(root: Path, chapter: str | None = None, model: str | None = None) 
                 continue
             try:
                 run = read_run(candidate)
-            except RunFolderError:
+            except RunFolderError as err:
+                if warnings is not None:
+                    warnings.append(f"{candidate}: {err}")
                 continue
             if model is None or run.model == model:
                 found.append(run)
@@ -151,7 +209,7 @@ def collect(patterns: list[str], latest: int | None, chapter: str | None, model:
         except RunFolderError as err:
             warnings.append(f"{path}: {err}")
     if latest or ((chapter or model) and not patterns):
-        matching = find_runs(root, chapter, model)
+        matching = find_runs(root, chapter, model, warnings)
         if not matching:
             where = root / chapter if chapter else root
             warnings.append(f"{where}: no finished run" + (f" of model {model}" if model else ""))

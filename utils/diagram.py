@@ -11,15 +11,19 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 from pathlib import Path
 
 from utils import cli, model_files, runs
+from utils.errors import TutorialError
 
 MISSING = "install graphviz (apt-get install graphviz) and pydot (pip install pydot) to draw models"
 #: Graphviz's resolution; 200 (Keras' default) gives a PNG of several hundred KB.
 DPI = 60
+#: Picture formats Graphviz writes (the file's extension picks one).
+FORMATS = (".png", ".svg", ".pdf", ".jpg", ".jpeg", ".gif")
 
 
 def drawing_tools_missing() -> str | None:
@@ -57,17 +61,36 @@ def parse_args(argv=None):
     parser = cli.make_parser(__doc__.split("\n\n")[0], epochs=None, batch_size=None)
     parser.prog = "python -m utils.diagram"
     model_files.add_path_argument(parser)
+    model_files.add_unsafe_argument(parser)
     parser.add_argument("-o", "--output", type=Path, default=None, metavar="PNG",
                         help="where to write the picture (default: model.png in the run folder, "
                              "or <name>.png beside a .keras file)")
     return parser.parse_args(argv)
 
 
+def check_output(path: Path | None) -> None:
+    """Refuse an ``-o`` that cannot become a picture, before the model is loaded."""
+    if path is None:
+        return
+    if path.is_dir():
+        raise TutorialError(f"-o {path} is a folder: give a file name in it, e.g. -o {path / 'model.png'}")
+    if path.suffix.lower() not in FORMATS:
+        raise TutorialError(f"-o {path}: unknown picture type {path.suffix or '(no extension)'!r}; "
+                            f"end the name with one of {', '.join(FORMATS)}")
+    parent = path.parent
+    if not parent.is_dir():
+        what = "is a file" if parent.exists() else "does not exist"
+        raise TutorialError(f"-o {path}: the folder {parent} {what}; create it first or pick another")
+    if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise TutorialError(f"-o {path}: cannot write there (permission denied); pick another place")
+
+
 @cli.friendly_errors
 def main(argv=None) -> int:
     args = parse_args(argv)
+    check_output(args.output)
     cli.select_backend(args.backend)
-    model, file = model_files.load_model(args.path)
+    model, file = model_files.load_model(args.path, safe_mode=not args.unsafe)
     output = args.output or (file.parent / "model.png" if Path(args.path).is_dir()
                              else file.with_suffix(".png"))
     drawn = plot_model_png(model, output)

@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
+import threading
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +42,31 @@ POLICIES = ("mixed_float16", "mixed_bfloat16")
 ENV_COORDINATOR = "KERAS_DISTRIBUTION_JOB_ADDRESSES"
 ENV_NUM_PROCESSES = "KERAS_DISTRIBUTION_NUM_PROCESSES"
 ENV_PROCESS_ID = "KERAS_DISTRIBUTION_PROCESS_ID"
+#: Seconds to wait for every process to join. JAX itself gives up (and aborts the
+#: process with a long log) after 300 s, so the tutorial's limit stays below that.
+DEFAULT_JOIN_TIMEOUT = 60
+MAX_JOIN_TIMEOUT = 290
+
+
+def join_timeout(text: str) -> int:
+    """argparse type for --join-timeout: whole seconds, 1 to MAX_JOIN_TIMEOUT."""
+    value = cli.positive_int(text)
+    if value > MAX_JOIN_TIMEOUT:
+        import argparse
+
+        raise argparse.ArgumentTypeError(f"{value} is more than {MAX_JOIN_TIMEOUT} s (JAX itself "
+                                         "stops waiting at 300 s)")
+    return value
+
+
+def check_coordinator(address: str) -> str:
+    """``HOST:PORT`` (or Keras's comma-separated list of them, the first being process 0)."""
+    for part in address.split(","):
+        host, sep, port = part.strip().rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise TutorialError(f"--coordinator {address!r} is not HOST:PORT (e.g. 127.0.0.1:12345 or "
+                                "node0.example.org:12345, a port from 1 to 65535)")
+    return address
 
 
 def add_arguments(parser) -> None:
@@ -60,6 +87,9 @@ def add_arguments(parser) -> None:
                             "else 1)")
     group.add_argument("--process-id", type=int, default=None, metavar="I",
                        help=f"this process's number, 0 to N-1 (default: ${ENV_PROCESS_ID}, else 0)")
+    group.add_argument("--join-timeout", type=join_timeout, default=DEFAULT_JOIN_TIMEOUT, metavar="SECONDS",
+                       help="with several processes: how long to wait for all of them to join before "
+                            f"giving up (at most {MAX_JOIN_TIMEOUT})")
     group.add_argument("--mixed-precision", nargs="?", const="mixed_float16", default=None,
                        choices=POLICIES, metavar="POLICY",
                        help="compute in 16-bit floats on a GPU, keeping weights in float32: "
@@ -212,6 +242,8 @@ def setup(args) -> Plan:
     global _ACTIVE
     backend = keras.backend.backend()
     strategy, coordinator, num, pid = _settings(args)
+    if coordinator:
+        check_coordinator(coordinator)  # here, not in argparse: the docs show HOST:PORT placeholders
     cpu_devices = getattr(args, "cpu_devices", 1)
     if backend == "torch" and (strategy != "none" or cpu_devices > 1):
         raise BackendError("--distribute, --cpu-devices and several processes are not supported on "
@@ -231,7 +263,7 @@ def setup(args) -> Plan:
     if backend == "tensorflow":
         _setup_tensorflow(plan, cpu_devices)
     elif backend == "jax":
-        _setup_jax(plan, cpu_devices)
+        _setup_jax(plan, cpu_devices, getattr(args, "join_timeout", DEFAULT_JOIN_TIMEOUT))
     batch_size = getattr(args, "batch_size", None)
     if batch_size and batch_size % plan.replicas:
         raise TutorialError(f"--batch-size {batch_size} does not split evenly over {plan.replicas} "
@@ -268,7 +300,33 @@ def _setup_tensorflow(plan: Plan, cpu_devices: int) -> None:
         plan.devices = devices
 
 
-def _setup_jax(plan: Plan, cpu_devices: int) -> None:
+@contextlib.contextmanager
+def _give_up_after(plan: Plan, seconds: int):
+    """End the process with one line and exit code 2 when the block (joining the other
+    processes) has not finished after ``seconds``.
+
+    JAX waits inside native code that Python cannot interrupt, and when its own limit
+    passes it aborts the process with a stack dump; a watchdog thread is the one way
+    to give up cleanly.
+    """
+    def give_up():
+        others = "process 0 at " + plan.coordinator if plan.process_id else \
+            f"the other {plan.num_processes - 1} process(es)"
+        print(f"error: process {plan.process_id} of {plan.num_processes} waited {seconds} s for {others} "
+              "to join and gave up: start every process (same --coordinator and --num-processes, "
+              "--process-id 0 to N-1) within --join-timeout of each other", file=sys.stderr, flush=True)
+        os._exit(2)
+
+    timer = threading.Timer(seconds, give_up)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
+
+
+def _setup_jax(plan: Plan, cpu_devices: int, timeout: int = DEFAULT_JOIN_TIMEOUT) -> None:
     import jax
     import keras
 
@@ -287,7 +345,8 @@ def _setup_jax(plan: Plan, cpu_devices: int) -> None:
         # dataset whose length Keras cannot know ahead; it warns every first epoch.
         warnings.filterwarnings("ignore", message="Your input ran out of data")
         try:
-            keras.distribution.initialize(plan.coordinator, plan.num_processes, plan.process_id)
+            with _give_up_after(plan, timeout):
+                keras.distribution.initialize(plan.coordinator, plan.num_processes, plan.process_id)
         except RuntimeError as err:
             if "before" not in str(err):
                 raise

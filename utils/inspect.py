@@ -28,7 +28,7 @@ import sys
 from pathlib import Path
 
 from utils import cli, model_files, runs
-from utils.errors import ImageReadError, ShapeMismatchError, TutorialError
+from utils.errors import ShapeMismatchError, TutorialError
 from utils.lazy import lazy
 
 np = lazy("numpy")  # imported on first use: --help stays fast
@@ -172,7 +172,7 @@ def image_input(model, path: str | Path, invert: bool = False) -> tuple[np.ndarr
     ``invert`` turns a dark drawing on white into MNIST's white on black.
     Returns the array and a line saying what was done.
     """
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     shape = model.input_shape
     if isinstance(shape, list):
@@ -193,15 +193,10 @@ def image_input(model, path: str | Path, invert: bool = False) -> tuple[np.ndarr
         raise ShapeMismatchError(f"model {model.name} reads inputs of shape {shape}, which is not an "
                                  "image (height, width, 1 or 3 channels) nor a flattened square one")
 
+    from cnn.images import open_image  # shared with cnn/classify.py: sizes, bombs, damage
+
     path = Path(path)
-    if not path.is_file():
-        raise ImageReadError(f"no such image file: {path}")
-    try:
-        with Image.open(path) as opened:
-            opened.load()
-            picture = opened.copy()
-    except (UnidentifiedImageError, OSError, ValueError) as err:
-        raise ImageReadError(f"cannot read {path} as an image: {err}") from None
+    picture = open_image(path)
     before = f"{picture.width}x{picture.height} {picture.mode}"
     if picture.mode in ("RGBA", "LA", "PA") or (picture.mode == "P" and "transparency" in picture.info):
         # Transparent pixels would otherwise turn black: lay the picture over white.
@@ -229,7 +224,9 @@ def predicted_class(model, x) -> tuple[int, float] | None:
     """The class a softmax classifier picks for ``x`` and its probability, else None."""
     from keras import ops
 
-    if len(model.output_shape) != 2 or not model.output_shape[-1] or model.output_shape[-1] < 2:
+    shape = model.output_shape
+    if model_files.output_count(model) != 1 or not isinstance(shape, tuple) or len(shape) != 2 \
+            or not shape[-1] or shape[-1] < 2:
         return None
     probabilities = np.asarray(ops.convert_to_numpy(model(x, training=False)))[0]
     if probabilities.min() < 0 or not np.isclose(probabilities.sum(), 1.0, atol=1e-3):
@@ -297,6 +294,7 @@ def parse_args(argv=None):
     parser = cli.make_parser(__doc__.split("\n\n")[0], epochs=None, batch_size=None)
     parser.prog = "python -m utils.inspect"
     model_files.add_path_argument(parser)
+    model_files.add_unsafe_argument(parser)
     parser.add_argument("--layer", action="extend", nargs="+", metavar="NAME", default=None,
                         help="show only these layers (repeat, or give several names) "
                              "(default: every layer)")
@@ -316,7 +314,7 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     args = parse_args(argv)
     cli.select_backend(args.backend)
-    model, file = load_model(args.path)
+    model, file = load_model(args.path, safe_mode=not args.unsafe)
     check_layer_names(model, args.layer)
     image = image_input(model, args.activations, args.invert) if args.activations else None
 
