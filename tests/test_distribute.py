@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, run_script
 
 SMALL = ["-m", "conv_net", "--dataset", "digits", "--limit", "400", "--batch-size", "64", "--quiet"]
 
@@ -55,6 +55,18 @@ def weights(model_file: Path) -> dict[str, np.ndarray]:
     return found
 
 
+JAX_FLAGS = ["--backend", "jax", "--epochs", "3"]
+
+
+@pytest.fixture(scope="module")
+def jax_one_device(tmp_path_factory):
+    """One JAX process on one device, fed by tf.data (the batches the mirrored and the
+    two-process runs read): trained once, compared with both. (record, history, run folder)"""
+    folder = tmp_path_factory.mktemp("jax_one_device")
+    record, history = _train(run_script, folder, *JAX_FLAGS, "--input-pipeline", "tf.data")
+    return record, history, _only_run(folder)
+
+
 @pytest.mark.parametrize("backend, flags, tolerance", [
     # JAX: the same initial weights, batches and arithmetic, so the same
     # accuracy up to float rounding (measured: equal to 4 decimals).
@@ -66,9 +78,13 @@ def weights(model_file: Path) -> dict[str, np.ndarray]:
     pytest.param("tensorflow", ["--epochs", "5", "--limit", "600", "--batch-size", "32"], 0.15,
                  marks=_needs("tensorflow")),
 ])
-def test_mirrored_on_two_cpu_devices_trains_like_one_device(run, tmp_path, backend, flags, tolerance):
+def test_mirrored_on_two_cpu_devices_trains_like_one_device(run, tmp_path, request, backend, flags,
+                                                            tolerance):
     # --input-pipeline tf.data: the one-device run reads the same batches as the mirrored one.
-    one, _ = _train(run, tmp_path / "one", "--backend", backend, *flags, "--input-pipeline", "tf.data")
+    if ["--backend", backend, *flags] == JAX_FLAGS:
+        one = request.getfixturevalue("jax_one_device")[0]
+    else:
+        one, _ = _train(run, tmp_path / "one", "--backend", backend, *flags, "--input-pipeline", "tf.data")
     two, two_history = _train(run, tmp_path / "two", "--backend", backend, *flags,
                               "--distribute", "mirrored", "--cpu-devices", "2")
 
@@ -93,10 +109,10 @@ def _free_port() -> int:
 
 
 @_needs("jax")
-def test_two_jax_processes_train_one_model_together(run, tmp_path):
+def test_two_jax_processes_train_one_model_together(tmp_path, jax_one_device):
     port = _free_port()
-    command = [sys.executable, str(ROOT / "mnist" / "mnist.py"), *SMALL, "--backend", "jax",
-               "--epochs", "2", "--output-dir", str(tmp_path / "together"),
+    command = [sys.executable, str(ROOT / "mnist" / "mnist.py"), *SMALL, *JAX_FLAGS,
+               "--output-dir", str(tmp_path / "together"),
                "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2"]
     env = {**os.environ, "KERAS_TUTORIAL_OFFLINE": "1"}
     workers = [subprocess.Popen([*command, "--process-id", str(i)], cwd=ROOT, env=env, text=True,
@@ -124,10 +140,9 @@ def test_two_jax_processes_train_one_model_together(run, tmp_path):
     # Together they trained on whole batches of 64, as one process does: the
     # same weights as a one-process run, up to the order of float additions.
     # (Two processes that did not talk would each have seen half of each batch.)
-    alone = _train(run, tmp_path / "alone", "--backend", "jax", "--epochs", "2",
-                   "--input-pipeline", "tf.data")  # the same batches as the two processes read
-    assert alone[0]["distribution"]["num_processes"] == 1
-    single = weights(_only_run(tmp_path / "alone") / "model.keras")
+    alone, _, alone_dir = jax_one_device  # the same batches as the two processes read
+    assert alone["distribution"]["num_processes"] == 1
+    single = weights(alone_dir / "model.keras")
     for name in first:
         if name.startswith("layers/"):
             np.testing.assert_allclose(first[name], single[name], rtol=1e-3, atol=1e-4, err_msg=name)
