@@ -14,6 +14,7 @@ import os
 import socket
 import subprocess
 import sys
+import textwrap
 import zipfile
 from pathlib import Path
 
@@ -40,6 +41,21 @@ def _only_run(folder: Path) -> Path:
 def _train(run, folder: Path, *flags: str) -> tuple[dict, pd.DataFrame]:
     result = run("mnist/mnist.py", *SMALL, *flags, "--output-dir", str(folder))
     assert result.returncode == 0, result.stderr[-3000:]
+    run_dir = _only_run(folder)
+    return json.loads((run_dir / "run.json").read_text()), pd.read_csv(run_dir / "history.csv")
+
+
+def _train_here(monkeypatch, folder: Path, *flags: str) -> tuple[dict, pd.DataFrame]:
+    """The same run as :func:`_train`, through the chapter's main(argv) in this process
+    (TensorFlow, one device: nothing to fix before the backend starts)."""
+    import keras
+
+    from mnist import mnist as chapter
+    from utils import distribute
+
+    assert keras.backend.backend() == "tensorflow"
+    monkeypatch.setattr(distribute, "_ACTIVE", distribute.Plan())  # main's plan ends with the test
+    assert chapter.main([*SMALL, *flags, "--output-dir", str(folder)]) == 0
     run_dir = _only_run(folder)
     return json.loads((run_dir / "run.json").read_text()), pd.read_csv(run_dir / "history.csv")
 
@@ -83,8 +99,9 @@ def test_mirrored_on_two_cpu_devices_trains_like_one_device(run, tmp_path, reque
     # --input-pipeline tf.data: the one-device run reads the same batches as the mirrored one.
     if ["--backend", backend, *flags] == JAX_FLAGS:
         one = request.getfixturevalue("jax_one_device")[0]
-    else:
-        one, _ = _train(run, tmp_path / "one", "--backend", backend, *flags, "--input-pipeline", "tf.data")
+    else:  # one TensorFlow device: this process's own backend does, no new Python needed
+        one, _ = _train_here(request.getfixturevalue("monkeypatch"), tmp_path / "one", "--backend", backend,
+                             *flags, "--input-pipeline", "tf.data")
     two, two_history = _train(run, tmp_path / "two", "--backend", backend, *flags,
                               "--distribute", "mirrored", "--cpu-devices", "2")
 
@@ -161,15 +178,48 @@ def test_torch_refuses_distribution_in_one_line(run, tmp_path):
     assert not (tmp_path / "mnist").exists()
 
 
-@pytest.mark.parametrize("flags, message", [
+BAD_FLAGS = [
     (["--num-processes", "2"], "needs --coordinator"),
     (["--num-processes", "2", "--coordinator", "127.0.0.1:1", "--process-id", "2"], "must be 0 to 1"),
     (["--distribute", "mirrored", "--cpu-devices", "2", "--batch-size", "63"], "does not split evenly"),
-])
-def test_bad_distribution_flags_are_one_line_errors(run, tmp_path, flags, message):
-    result = run("mnist/mnist.py", *SMALL, "--backend", "jax", *flags, "--output-dir", str(tmp_path))
-    assert result.returncode == 2
-    assert message in result.stderr and "Traceback" not in result.stderr
+]
+
+
+@pytest.fixture(scope="module")
+def jax_flag_errors(tmp_path_factory) -> list[tuple[int, str]]:
+    """Each BAD_FLAGS case through mnist.main(argv), as the script calls it, in one JAX child
+    (one start of Python and JAX for all of them): [(exit code, stderr)] in order. A case
+    that raised instead (a bug) crashes the child with its traceback."""
+    out = tmp_path_factory.mktemp("bad_flags")
+    cases = [[*SMALL, "--backend", "jax", *flags, "--output-dir", str(out)] for flags, _ in BAD_FLAGS]
+    code = textwrap.dedent(f"""
+        import contextlib, io, json, sys
+        sys.path.insert(0, {str(ROOT)!r})
+        from mnist import mnist
+        results = []
+        for argv in json.loads(sys.argv[1]):
+            err = io.StringIO()
+            with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+                try:
+                    status = mnist.main(argv)
+                except SystemExit as stop:
+                    status = stop.code
+            results.append([status, err.getvalue()])
+        print(json.dumps(results))
+    """)
+    env = {**os.environ, "KERAS_TUTORIAL_OFFLINE": "1", "KERAS_BACKEND": "jax"}
+    done = subprocess.run([sys.executable, "-c", code, json.dumps(cases)], cwd=ROOT, capture_output=True,
+                          text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return [tuple(result) for result in json.loads(done.stdout.strip().splitlines()[-1])]
+
+
+@_needs("jax")
+@pytest.mark.parametrize("case", range(len(BAD_FLAGS)), ids=[m for _, m in BAD_FLAGS])
+def test_bad_distribution_flags_are_one_line_errors(jax_flag_errors, case):
+    status, stderr = jax_flag_errors[case]
+    assert status == 2
+    assert BAD_FLAGS[case][1] in stderr and "Traceback" not in stderr
 
 
 def test_mixed_precision_is_ignored_on_a_cpu_with_a_note(tmp_path, capsys, monkeypatch):
