@@ -43,3 +43,12 @@ def run_script(script: str | Path, *args: str, cwd: Path = ROOT, env: dict | Non
 @pytest.fixture
 def run():
     return run_script
+
+
+def exit_code(main, argv: list[str]) -> int:
+    """What a chapter's ``main(argv)`` gives the shell, called in-process (no new Python
+    and no second TensorFlow): its return value, or the code it exits with."""
+    try:
+        return main(argv)
+    except SystemExit as stop:
+        return stop.code

@@ -14,6 +14,7 @@ import os
 import socket
 import subprocess
 import sys
+import textwrap
 import zipfile
 from pathlib import Path
 
@@ -22,7 +23,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, run_script
 
 SMALL = ["-m", "conv_net", "--dataset", "digits", "--limit", "400", "--batch-size", "64", "--quiet"]
 
@@ -44,6 +45,21 @@ def _train(run, folder: Path, *flags: str) -> tuple[dict, pd.DataFrame]:
     return json.loads((run_dir / "run.json").read_text()), pd.read_csv(run_dir / "history.csv")
 
 
+def _train_here(monkeypatch, folder: Path, *flags: str) -> tuple[dict, pd.DataFrame]:
+    """The same run as :func:`_train`, through the chapter's main(argv) in this process
+    (TensorFlow, one device: nothing to fix before the backend starts)."""
+    import keras
+
+    from mnist import mnist as chapter
+    from utils import distribute
+
+    assert keras.backend.backend() == "tensorflow"
+    monkeypatch.setattr(distribute, "_ACTIVE", distribute.Plan())  # main's plan ends with the test
+    assert chapter.main([*SMALL, *flags, "--output-dir", str(folder)]) == 0
+    run_dir = _only_run(folder)
+    return json.loads((run_dir / "run.json").read_text()), pd.read_csv(run_dir / "history.csv")
+
+
 def weights(model_file: Path) -> dict[str, np.ndarray]:
     """Every array a .keras file stores (layers and optimiser), read with h5py:
     no Keras and no backend needed to compare two saved models."""
@@ -53,6 +69,18 @@ def weights(model_file: Path) -> dict[str, np.ndarray]:
             store.visititems(lambda name, item: found.__setitem__(name, item[()])
                              if isinstance(item, h5py.Dataset) else None)
     return found
+
+
+JAX_FLAGS = ["--backend", "jax", "--epochs", "3"]
+
+
+@pytest.fixture(scope="module")
+def jax_one_device(tmp_path_factory):
+    """One JAX process on one device, fed by tf.data (the batches the mirrored and the
+    two-process runs read): trained once, compared with both. (record, history, run folder)"""
+    folder = tmp_path_factory.mktemp("jax_one_device")
+    record, history = _train(run_script, folder, *JAX_FLAGS, "--input-pipeline", "tf.data")
+    return record, history, _only_run(folder)
 
 
 @pytest.mark.parametrize("backend, flags, tolerance", [
@@ -66,9 +94,14 @@ def weights(model_file: Path) -> dict[str, np.ndarray]:
     pytest.param("tensorflow", ["--epochs", "5", "--limit", "600", "--batch-size", "32"], 0.15,
                  marks=_needs("tensorflow")),
 ])
-def test_mirrored_on_two_cpu_devices_trains_like_one_device(run, tmp_path, backend, flags, tolerance):
+def test_mirrored_on_two_cpu_devices_trains_like_one_device(run, tmp_path, request, backend, flags,
+                                                            tolerance):
     # --input-pipeline tf.data: the one-device run reads the same batches as the mirrored one.
-    one, _ = _train(run, tmp_path / "one", "--backend", backend, *flags, "--input-pipeline", "tf.data")
+    if ["--backend", backend, *flags] == JAX_FLAGS:
+        one = request.getfixturevalue("jax_one_device")[0]
+    else:  # one TensorFlow device: this process's own backend does, no new Python needed
+        one, _ = _train_here(request.getfixturevalue("monkeypatch"), tmp_path / "one", "--backend", backend,
+                             *flags, "--input-pipeline", "tf.data")
     two, two_history = _train(run, tmp_path / "two", "--backend", backend, *flags,
                               "--distribute", "mirrored", "--cpu-devices", "2")
 
@@ -93,10 +126,10 @@ def _free_port() -> int:
 
 
 @_needs("jax")
-def test_two_jax_processes_train_one_model_together(run, tmp_path):
+def test_two_jax_processes_train_one_model_together(tmp_path, jax_one_device):
     port = _free_port()
-    command = [sys.executable, str(ROOT / "mnist" / "mnist.py"), *SMALL, "--backend", "jax",
-               "--epochs", "2", "--output-dir", str(tmp_path / "together"),
+    command = [sys.executable, str(ROOT / "mnist" / "mnist.py"), *SMALL, *JAX_FLAGS,
+               "--output-dir", str(tmp_path / "together"),
                "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2"]
     env = {**os.environ, "KERAS_TUTORIAL_OFFLINE": "1"}
     workers = [subprocess.Popen([*command, "--process-id", str(i)], cwd=ROOT, env=env, text=True,
@@ -124,10 +157,9 @@ def test_two_jax_processes_train_one_model_together(run, tmp_path):
     # Together they trained on whole batches of 64, as one process does: the
     # same weights as a one-process run, up to the order of float additions.
     # (Two processes that did not talk would each have seen half of each batch.)
-    alone = _train(run, tmp_path / "alone", "--backend", "jax", "--epochs", "2",
-                   "--input-pipeline", "tf.data")  # the same batches as the two processes read
-    assert alone[0]["distribution"]["num_processes"] == 1
-    single = weights(_only_run(tmp_path / "alone") / "model.keras")
+    alone, _, alone_dir = jax_one_device  # the same batches as the two processes read
+    assert alone["distribution"]["num_processes"] == 1
+    single = weights(alone_dir / "model.keras")
     for name in first:
         if name.startswith("layers/"):
             np.testing.assert_allclose(first[name], single[name], rtol=1e-3, atol=1e-4, err_msg=name)
@@ -146,15 +178,48 @@ def test_torch_refuses_distribution_in_one_line(run, tmp_path):
     assert not (tmp_path / "mnist").exists()
 
 
-@pytest.mark.parametrize("flags, message", [
+BAD_FLAGS = [
     (["--num-processes", "2"], "needs --coordinator"),
     (["--num-processes", "2", "--coordinator", "127.0.0.1:1", "--process-id", "2"], "must be 0 to 1"),
     (["--distribute", "mirrored", "--cpu-devices", "2", "--batch-size", "63"], "does not split evenly"),
-])
-def test_bad_distribution_flags_are_one_line_errors(run, tmp_path, flags, message):
-    result = run("mnist/mnist.py", *SMALL, "--backend", "jax", *flags, "--output-dir", str(tmp_path))
-    assert result.returncode == 2
-    assert message in result.stderr and "Traceback" not in result.stderr
+]
+
+
+@pytest.fixture(scope="module")
+def jax_flag_errors(tmp_path_factory) -> list[tuple[int, str]]:
+    """Each BAD_FLAGS case through mnist.main(argv), as the script calls it, in one JAX child
+    (one start of Python and JAX for all of them): [(exit code, stderr)] in order. A case
+    that raised instead (a bug) crashes the child with its traceback."""
+    out = tmp_path_factory.mktemp("bad_flags")
+    cases = [[*SMALL, "--backend", "jax", *flags, "--output-dir", str(out)] for flags, _ in BAD_FLAGS]
+    code = textwrap.dedent(f"""
+        import contextlib, io, json, sys
+        sys.path.insert(0, {str(ROOT)!r})
+        from mnist import mnist
+        results = []
+        for argv in json.loads(sys.argv[1]):
+            err = io.StringIO()
+            with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+                try:
+                    status = mnist.main(argv)
+                except SystemExit as stop:
+                    status = stop.code
+            results.append([status, err.getvalue()])
+        print(json.dumps(results))
+    """)
+    env = {**os.environ, "KERAS_TUTORIAL_OFFLINE": "1", "KERAS_BACKEND": "jax"}
+    done = subprocess.run([sys.executable, "-c", code, json.dumps(cases)], cwd=ROOT, capture_output=True,
+                          text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return [tuple(result) for result in json.loads(done.stdout.strip().splitlines()[-1])]
+
+
+@_needs("jax")
+@pytest.mark.parametrize("case", range(len(BAD_FLAGS)), ids=[m for _, m in BAD_FLAGS])
+def test_bad_distribution_flags_are_one_line_errors(jax_flag_errors, case):
+    status, stderr = jax_flag_errors[case]
+    assert status == 2
+    assert BAD_FLAGS[case][1] in stderr and "Traceback" not in stderr
 
 
 def test_mixed_precision_is_ignored_on_a_cpu_with_a_note(tmp_path, capsys, monkeypatch):

@@ -13,7 +13,8 @@ import pytest
 from mlp import model_api
 from utils.errors import ShapeMismatchError
 
-SCRIPT = "mlp/model_api.py"
+from .conftest import exit_code
+
 PNG = b"\x89PNG\r\n\x1a\n"
 
 # By hand: Dense(8 -> 16) has 8*16 weights + 16 biases = 144, Dropout none,
@@ -137,11 +138,11 @@ def test_activation_plot_is_written(tmp_path):
     assert path.read_bytes().startswith(PNG)
 
 
-def test_script_runs_end_to_end(run, tmp_path):
-    # about 20 s of CPU; the long limit is for a machine shared with other jobs
-    result = run(SCRIPT, "--epochs", "2", "--output-dir", str(tmp_path), "--quiet", timeout=900)
-    assert result.returncode == 0, result.stderr
-    assert "307" in result.stdout and "all agree" in result.stdout
+def test_every_part_end_to_end(tmp_path, capsys):
+    # In-process: main(argv) as the script calls it (the script as typed is run below).
+    assert model_api.main(["--epochs", "2", "--output-dir", str(tmp_path), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "307" in out and "all agree" in out
     (run_dir,) = (tmp_path / "model_api").iterdir()
     for name in ("run.json", "history.csv", "activations.png", "activations.csv", "losses.csv",
                  "loss_curves.png", "model.keras", "report.html"):
@@ -172,10 +173,9 @@ def test_one_part_from_inside_the_folder(run, tmp_path):
     assert not (run_dir / "losses.csv").exists()
 
 
-def test_bad_flag_exits_2(run, tmp_path):
-    result = run(SCRIPT, "--part", "everything", "--output-dir", str(tmp_path))
-    assert result.returncode == 2
-    assert "invalid choice: 'everything'" in result.stderr
+def test_bad_flag_exits_2(tmp_path, capsys):
+    assert exit_code(model_api.main, ["--part", "everything", "--output-dir", str(tmp_path)]) == 2
+    assert "invalid choice: 'everything'" in capsys.readouterr().err
     assert not (tmp_path / "model_api").exists()
 
 

@@ -1,7 +1,8 @@
 """utils/torch_fit.py: the plain PyTorch loop the XOR and churn chapters use on torch.
 
-Each check runs in a child process on the torch backend (the backend is fixed
-when Keras is first imported).
+The checks run in one child process on the torch backend (the backend is fixed
+when Keras is first imported): each check is a function there, and its result or
+its traceback comes back as one JSON entry, so one child start serves them all.
 """
 
 from __future__ import annotations
@@ -20,18 +21,39 @@ from tests.conftest import ROOT
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("torch") is None,
                                 reason="torch is not installed (pip install -r requirements-backends.txt)")
 
+CHECKS: dict[str, str] = {}
 
-def _on_torch(code: str) -> dict:
-    script = f"import json, sys\nsys.path.insert(0, {str(ROOT)!r})\n" + textwrap.dedent(code)
-    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True,
-                          env={**os.environ, "KERAS_BACKEND": "torch"}, timeout=300)
+
+def on_torch(code: str):
+    """Register ``code`` (the body of a check that ends by returning a JSON-able value)."""
+    def register(test):
+        CHECKS[test.__name__] = textwrap.dedent(code)
+        return test
+    return register
+
+
+@pytest.fixture(scope="module")
+def torch_results() -> dict:
+    """Every registered check, run once in one torch child: {test name: result or traceback}."""
+    parts = [f"import json, sys, traceback\nsys.path.insert(0, {str(ROOT)!r})\nresults = {{}}"]
+    for name, body in CHECKS.items():
+        parts.append(f"def {name}():\n" + textwrap.indent(body, "    "))
+        parts.append(f"try:\n    results[{name!r}] = {{'ok': {name}()}}\n"
+                     f"except Exception:\n    results[{name!r}] = {{'error': traceback.format_exc()}}")
+    parts.append("print(json.dumps(results))")
+    done = subprocess.run([sys.executable, "-c", "\n".join(parts)], cwd=ROOT, capture_output=True,
+                          text=True, env={**os.environ, "KERAS_BACKEND": "torch"}, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def test_same_updates_as_model_fit():
-    # Full batches leave no room for shuffling, so both must make identical updates.
-    result = _on_torch("""
+def _result(torch_results: dict, name: str):
+    outcome = torch_results[name]
+    assert "error" not in outcome, outcome.get("error")
+    return outcome["ok"]
+
+
+@on_torch("""
         import keras, numpy as np
         from utils import torch_fit
         from xor import xor
@@ -51,14 +73,16 @@ def test_same_updates_as_model_fit():
         diff = max(float(np.max(np.abs(np.array(a) - np.array(b))))
                    for a, b in zip(*weights))
         moved = min(float(np.max(np.abs(np.array(a) - b))) for a, b in zip(weights[1], start))
-        print(json.dumps({"diff": diff, "moved": moved}))
+        return {"diff": diff, "moved": moved}
     """)
+def test_same_updates_as_model_fit(torch_results):
+    # Full batches leave no room for shuffling, so both must make identical updates.
+    result = _result(torch_results, "test_same_updates_as_model_fit")
     assert result["moved"] > 1e-4  # every weight array was updated...
     assert result["diff"] < 1e-6   # ...exactly as model.fit updates it
 
 
-def test_trains_validates_and_stops_when_told():
-    result = _on_torch("""
+@on_torch("""
         import keras, numpy as np
         from utils import torch_fit
         rng = np.random.default_rng(0)
@@ -77,9 +101,11 @@ def test_trains_validates_and_stops_when_told():
         model2.compile(optimizer="adam", loss="binary_crossentropy")
         h2 = torch_fit.fit(model2, x[:300], y[:300], epochs=50, batch_size=10, seed=0,
                            validation_data=(x[300:], y[300:]), callbacks=[stop])
-        print(json.dumps({"keys": sorted(h.history), "loss": h.history["loss"],
-                          "val_accuracy": h.history["val_accuracy"], "stopped": len(h2.history["loss"])}))
+        return {"keys": sorted(h.history), "loss": h.history["loss"],
+                "val_accuracy": h.history["val_accuracy"], "stopped": len(h2.history["loss"])}
     """)
+def test_trains_validates_and_stops_when_told(torch_results):
+    result = _result(torch_results, "test_trains_validates_and_stops_when_told")
     assert result["keys"] == ["accuracy", "loss", "val_accuracy", "val_loss"]
     assert result["loss"][-1] < 0.5 * result["loss"][0]
     assert result["val_accuracy"][-1] > 0.9

@@ -7,7 +7,7 @@ import pytest
 
 from xor import xor
 
-from .conftest import ROOT
+from .conftest import ROOT, exit_code
 
 
 def _args(tmp_path, **overrides):
@@ -89,18 +89,27 @@ def test_script_runs_from_inside_its_folder(tmp_path, run):
     assert folder.name.endswith("_xor_3")
 
 
-def test_help_shows_every_default(run):
-    result = run("xor/xor.py", "--help")
-    text = " ".join(result.stdout.split())
-    assert result.returncode == 0
+def test_help_shows_every_default(capsys):
+    assert exit_code(xor.main, ["--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
     for default in ("(default: 500)", "(default: 1)", "(default: adam)", "(default: [8, 4])"):
         assert default in text
 
 
-@pytest.mark.parametrize("argv", [["--hidden", "0"], ["--optimizer", "lbfgs"],
-                                  ["--epochs", "-1"], ["--backend", "cntk"]])
-def test_bad_input_is_one_line_and_exit_2(argv, run, tmp_path):
-    result = run("xor/xor.py", *argv, "--output-dir", str(tmp_path))
+BAD_INPUT = [["--hidden", "0"], ["--optimizer", "lbfgs"], ["--epochs", "-1"], ["--backend", "cntk"]]
+
+
+def test_bad_input_is_one_line_and_exit_2_as_typed(run, tmp_path):
+    # One case through a real process: the exit code and stderr the shell sees.
+    result = run("xor/xor.py", *BAD_INPUT[-1], "--output-dir", str(tmp_path))
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
+    assert not (tmp_path / "xor").exists()
+
+
+@pytest.mark.parametrize("argv", BAD_INPUT)
+def test_bad_input_is_one_line_and_exit_2(argv, tmp_path, capsys):
+    # The same path in-process (parsing and checks come before any training): no new Python.
+    assert exit_code(xor.main, [*argv, "--output-dir", str(tmp_path)]) == 2
+    assert "Traceback" not in capsys.readouterr().err
     assert not (tmp_path / "xor").exists()

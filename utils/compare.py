@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from utils import cli, report, runs
+from utils import cli, report, runs, versions
 from utils.errors import TutorialError
 from utils.inspect import format_table
 from utils.lazy import lazy
@@ -381,6 +381,8 @@ def compare(patterns: list[str], *, metrics: list[str] | None = None, latest: in
     if not chosen:
         raise TutorialError("no usable run to compare: each folder needs run.json and a history.csv "
                             "with at least one epoch (see the warnings above)")
+    for line in versions.mismatch_warnings((r.path, r.record) for r in chosen):
+        warn(line)
     metrics, missing = choose_metrics(chosen, metrics)
     for line in missing:
         warn(line)
