@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import resource
 import statistics
 import subprocess
 import sys
@@ -66,16 +67,18 @@ def run_variant(variant: str, epochs: int, extra: list[str], output_dir: Path) -
     """One forecast run in a fresh process; returns its per-epoch seconds and wall time."""
     argv = ["--backend", "torch", "--epochs", str(epochs), "--patience", str(epochs), "--quiet",
             "--output-dir", str(output_dir / variant), *extra]
-    start = time.perf_counter()
+    start, before = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
     done = subprocess.run([sys.executable, "-c", wrapper_code(variant, argv)], cwd=ROOT,
                           capture_output=True, text=True)
     wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     if done.returncode != 0:
         sys.exit(f"{variant}: rnn/forecast.py failed:\n{done.stderr[-2000:]}")
     (history,) = (output_dir / variant / "rnn").glob("*/history.csv")
     with history.open() as f:
         seconds = [float(row["epoch_seconds"]) for row in csv.DictReader(f)]
-    return {"variant": variant, "epoch_seconds": seconds, "wall": wall}
+    return {"variant": variant, "epoch_seconds": seconds, "wall": wall, "cpu": cpu}
 
 
 def summarise(rows: list[dict]) -> list[dict]:
@@ -95,11 +98,11 @@ def summarise(rows: list[dict]) -> list[dict]:
 
 def markdown_table(rows: list[dict]) -> str:
     lines = ["| variant | seconds per epoch (1, 2, ...) | median of epochs 2+ | slowest "
-             "| median vs first row | wall s |", "|---|---|---:|---:|---:|---:|"]
+             "| median vs first row | wall s | CPU s (all threads) |", "|---|---|---:|---:|---:|---:|---:|"]
     for row in rows:
         per_epoch = ", ".join(f"{s:.1f}" for s in row["epoch_seconds"])
         lines.append(f"| {row['variant']} | {per_epoch} | {row['median']:.2f} | {row['slowest']:.1f} | "
-                     f"{row['ratio']:.2f}x | {row['wall']:.0f} |")
+                     f"{row['ratio']:.2f}x | {row['wall']:.0f} | {row.get('cpu', float('nan')):.0f} |")
     return "\n".join(lines)
 
 
