@@ -46,7 +46,7 @@ class Chapter:
 
 DATA = "{data}"
 CHAPTERS: tuple[Chapter, ...] = (
-    Chapter("1 xor", "xor/xor.py", (), ("--epochs", "100"), "accuracy", "xor"),
+    Chapter("1 xor", "xor/xor.py", (), ("--epochs", "200", "--learning-rate", "0.05"), "accuracy", "xor"),
     Chapter("2 churn", "mlp/mlp.py", (), ("--epochs", "5"), "accuracy", "mlp"),
     Chapter("3 model API", "mlp/model_api.py", (), ("--part", "api"), "max_output_difference", "model_api"),
     Chapter("4 mnist", "mnist/mnist.py", ("-m", "conv_net"),
