@@ -97,6 +97,14 @@ def test_save_load_skips_only_what_its_backend_cannot_write_and_names_one_that_c
     assert all("--backend" in note or "not installed" in note for note in skipped), skipped
 
 
+@pytest.mark.parametrize("backend", INSTALLED)
+@pytest.mark.skipif(importlib.util.find_spec("tensorboard") is None,
+                    reason="tensorboard is not installed (pip install -r requirements.txt)")
+def test_tensorboard_logs_on(matrix, backend):
+    # the MNIST case ran with --tensorboard: one non-empty event file for training, one for validation
+    assert _result(matrix, backend, "mnist")["event_files"] == 2
+
+
 def test_served_predictions_agree_across_backends(matrix):
     """One model, the same weights: every backend's service gives the same probabilities."""
     answers = {b: np.asarray(_result(matrix, b, "service")["fixed_probabilities"]) for b in INSTALLED}
