@@ -44,12 +44,13 @@ def matrix(tmp_path_factory) -> dict[str, dict]:
     for backend in INSTALLED:
         if backend == here:
             continue
-        out = root / backend
+        log = (root / f"{backend}.log").open("w")  # a file, not a pipe: a full pipe would stall the child
         children[backend] = (subprocess.Popen(
-            [sys.executable, "-m", "tests.backend_matrix", "--backend", backend, "--output-dir", str(out),
-             "--json", str(root / f"{backend}.json")],
-            cwd=ROOT, env={**env, "KERAS_BACKEND": backend}, stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, text=True), root / f"{backend}.json")
+            [sys.executable, "-m", "tests.backend_matrix", "--backend", backend, "--output-dir",
+             str(root / backend), "--json", str(root / f"{backend}.json")],
+            cwd=ROOT, env={**env, "KERAS_BACKEND": backend}, stdout=log, stderr=subprocess.STDOUT),
+            root / f"{backend}.json")
+        log.close()  # the child holds its own copy
     results = {}
     if here in INSTALLED:
         with pytest.MonkeyPatch.context() as patch:  # what the subprocesses get, here too
@@ -57,7 +58,12 @@ def matrix(tmp_path_factory) -> dict[str, dict]:
                 patch.setenv(name, env[name])
             results[here] = backend_matrix.run_all(here, root / here)
     for backend, (child, path) in children.items():
-        output, _ = child.communicate(timeout=900)
+        try:
+            child.wait(timeout=900)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+        output = (root / f"{backend}.log").read_text(errors="replace")
         assert child.returncode == 0 and path.is_file(), f"{backend} matrix process failed:\n{output[-3000:]}"
         results[backend] = json.loads(path.read_text())
     return results
