@@ -36,9 +36,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = "rnn/forecast.py"
 VARIANTS = {
-    "default": "OpenMP's own wait policy (idle threads spin for a while)",
-    "passive": "OMP_WAIT_POLICY=PASSIVE (idle threads sleep), as utils/__init__.py sets it",
-    "flush_denormal": "default wait policy, torch.set_flush_denormal(True)",
+    "default": "the chapter as it is: one PyTorch thread while the network trains",
+    "two_threads": "PyTorch's default thread count (2 here); idle OpenMP threads spin for a while",
+    "passive": "two threads, OMP_WAIT_POLICY=PASSIVE (idle threads sleep)",
+    "flush_denormal": "two threads, torch.set_flush_denormal(True)",
 }
 
 # Runs the chapter script as `python rnn/forecast.py ...` would, after choosing the variant.
@@ -49,10 +50,12 @@ import os, runpy, sys
 sys.path.insert(0, {root!r})
 import utils
 variant = {variant!r}
-if variant != "passive":
-    os.environ.pop("OMP_WAIT_POLICY", None)
+if variant == "passive":
+    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+import torch
+if variant != "default":
+    torch.set_num_threads = lambda n: None  # keep PyTorch's own thread count
 if variant == "flush_denormal":
-    import torch
     torch.set_flush_denormal(True)
 sys.argv = [{script!r}, *{argv!r}]
 runpy.run_path({script!r}, run_name="__main__")
