@@ -47,8 +47,6 @@ folder_transfer = lazy("cnn.folder_transfer")
 EpochTimer = lazy("utils.callbacks", "EpochTimer")
 
 CHAPTER = "cnn"
-# XLA-compiling each of the dozens of small models costs more time than it saves here.
-JIT = False
 FINE_TUNE_FACTOR = 10  # fine-tuning uses the head's learning rate divided by this
 EVAL_EVERY = 50  # updates between two checks on the validation images
 
@@ -138,6 +136,12 @@ def few_labels(pool: Split, per_class: int, seed: int, validation_per_class: int
     return labelled, Split(pool.x[held], pool.y[held])
 
 
+def _jit() -> bool:
+    """XLA-compile on JAX only. On TensorFlow, compiling each of the dozens of small models costs
+    more time than it saves here; JAX without it runs every operation one by one, far slower."""
+    return keras.backend.backend() == "jax"
+
+
 def base_size(model) -> int:
     """How many leading layers form the convolutional base: everything up to and including
     the Flatten that turns feature maps into one vector; the layers after it are the head."""
@@ -158,7 +162,7 @@ def pretrain(base_name: str, data: dict[str, Split], args):
     classes = int(data["source_train"].y.max()) + 1
     model = build_model(base_name, classes)
     model.compile(optimizer=keras.optimizers.Adam(args.learning_rate),
-                  loss="sparse_categorical_crossentropy", metrics=["accuracy"], jit_compile=JIT)
+                  loss="sparse_categorical_crossentropy", metrics=["accuracy"], jit_compile=_jit())
     train = pipeline(data["source_train"].x, data["source_train"].y, 128, False, shuffle_seed=args.seed)
     val = pipeline(data["source_val"].x, data["source_val"].y, 512, False)
     history = model.fit(train, validation_data=val, epochs=args.epochs, callbacks=[EpochTimer()],
@@ -196,7 +200,7 @@ def _fit_steps(model, split: Split, steps: int, learning_rate: float, batch_size
     (checked every ``EVAL_EVERY`` updates, and only if they beat ``best``); returns that
     validation accuracy."""
     model.compile(optimizer=keras.optimizers.Adam(learning_rate),
-                  loss="sparse_categorical_crossentropy", metrics=["accuracy"], jit_compile=JIT)
+                  loss="sparse_categorical_crossentropy", metrics=["accuracy"], jit_compile=_jit())
     stream = pipeline(split.x, split.y, min(batch_size, len(split.x)), False, shuffle_seed=seed).repeat()
     chunk = min(EVAL_EVERY, steps) if validation is not None else steps
     keep = KeepBest(best)

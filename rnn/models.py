@@ -89,6 +89,13 @@ def train(model: keras.Model, windows, *, epochs: int, batch_size: int, seed: in
     validation epoch, so the test set never influences which weights are kept.
     Returns the history and the seconds ``fit`` took.
     """
+    if keras.backend.backend() == "torch":
+        # One step of a small recurrent layer is a few tiny matrix products: spreading each over
+        # two OpenMP threads costs more than it saves, and the idle thread spins on a core that
+        # the data pipeline needs, so epochs slow down many times over (benchmarks/rnn_torch_epochs.py).
+        import torch
+
+        torch.set_num_threads(1)
     model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="mse", metrics=["mae"])
     callbacks = [EpochTimer(), StopOnNaN(),
                  keras.callbacks.EarlyStopping(patience=patience, restore_best_weights=True)]

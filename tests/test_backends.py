@@ -1,70 +1,143 @@
-"""The XOR and MNIST smoke runs on every installed Keras backend (chapter 9).
+"""Every chapter on every installed Keras backend, and proof that each one learned.
 
-Each run is a separate process, because the backend is fixed when Keras is
-first imported; ``--backend`` must reach ``KERAS_BACKEND`` before that.
+The backend is fixed when Keras is first imported, so each backend runs in a process of
+its own: one per backend (not one per chapter), started once for the whole session by the
+``matrix`` fixture, in which :mod:`tests.backend_matrix` runs every chapter briefly. The
+backend this pytest process already uses runs here, in-process, while the others run in
+their subprocesses. Many small tests then read the results.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from utils.cli import BACKENDS
+from tests import backend_matrix
+from tests.backend_matrix import CASES, SERVED_TOLERANCE
+from utils.cli import BACKENDS, configured_backend
+
+ROOT = Path(__file__).resolve().parent.parent
+INSTALLED = tuple(name for name in BACKENDS if importlib.util.find_spec(name) is not None)
 
 
-def _installed(name: str):
-    return pytest.param(name, marks=pytest.mark.skipif(
-        importlib.util.find_spec(name) is None,
-        reason=f"{name} is not installed (pip install -r requirements-backends.txt)"))
+def _here() -> str:
+    """The backend of this process: the one Keras already runs on, else the one it would pick."""
+    keras = sys.modules.get("keras")
+    return keras.backend.backend() if keras is not None else configured_backend()
 
 
-ALL = [_installed(name) for name in BACKENDS]
+@pytest.fixture(scope="session")
+def matrix(tmp_path_factory) -> dict[str, dict]:
+    """``{backend: {"backend": ..., "cases": {chapter: result}}}`` for every installed backend."""
+    root = tmp_path_factory.mktemp("backend_matrix")
+    here = _here()
+    env = {**os.environ, "KERAS_TUTORIAL_OFFLINE": "1", "MPLBACKEND": "Agg",
+           "KERAS_HOME": str(root / "keras_home")}
+    children = {}
+    for backend in INSTALLED:
+        if backend == here:
+            continue
+        log = (root / f"{backend}.log").open("w")  # a file, not a pipe: a full pipe would stall the child
+        children[backend] = (subprocess.Popen(
+            [sys.executable, "-m", "tests.backend_matrix", "--backend", backend, "--output-dir",
+             str(root / backend), "--json", str(root / f"{backend}.json")],
+            cwd=ROOT, env={**env, "KERAS_BACKEND": backend}, stdout=log, stderr=subprocess.STDOUT),
+            root / f"{backend}.json")
+        log.close()  # the child holds its own copy
+    results = {}
+    if here in INSTALLED:
+        with pytest.MonkeyPatch.context() as patch:  # what the subprocesses get, here too
+            for name in ("KERAS_TUTORIAL_OFFLINE", "MPLBACKEND", "KERAS_HOME"):
+                patch.setenv(name, env[name])
+            results[here] = backend_matrix.run_all(here, root / here)
+    for backend, (child, path) in children.items():
+        try:
+            child.wait(timeout=900)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+        output = (root / f"{backend}.log").read_text(errors="replace")
+        assert child.returncode == 0 and path.is_file(), f"{backend} matrix process failed:\n{output[-3000:]}"
+        results[backend] = json.loads(path.read_text())
+    return results
 
 
-def _run_json(output_dir: Path, chapter: str) -> dict:
-    (record,) = (output_dir / chapter).glob("*/run.json")
-    return json.loads(record.read_text())
+def _result(matrix, backend: str, chapter: str) -> dict:
+    result = matrix[backend]["cases"][chapter]
+    if result.get("skipped"):
+        pytest.skip(f"{chapter}: {result['skipped']}")
+    return result
 
 
-@pytest.mark.parametrize("backend", ALL)
-def test_xor_runs_on(backend, run, tmp_path):
-    result = run("xor/xor.py", "--backend", backend, "--epochs", "20", "--quiet",
-                 "--output-dir", str(tmp_path))
-    assert result.returncode == 0, result.stderr
-    record = _run_json(tmp_path, "xor")
-    assert record["backend"] == backend
-    assert record["args"]["backend"] == backend
+CHAPTER_BACKEND = [pytest.param(case, backend, id=f"{case.chapter}-{backend}")
+                   for case in CASES for backend in INSTALLED]
 
 
-@pytest.mark.parametrize("backend", ALL)
-def test_mnist_runs_on(backend, run, tmp_path):
-    result = run("mnist/mnist.py", "--backend", backend, "-m", "conv_net", "--dataset", "digits",
-                 "--limit", "300", "--epochs", "1", "--quiet", "--output-dir", str(tmp_path))
-    assert result.returncode == 0, result.stderr
-    record = _run_json(tmp_path, "mnist")
-    assert record["backend"] == backend
-    assert record["distribution"]["strategy"] == "none"
+@pytest.mark.parametrize(("case", "backend"), CHAPTER_BACKEND)
+def test_chapter_runs_and_learns_on(matrix, case, backend):
+    assert matrix[backend]["backend"] == backend
+    result = _result(matrix, backend, case.chapter)
+    assert backend_matrix.failed_checks(case, result) == []
+    if "backend_recorded" in result:
+        assert result["backend_recorded"] == backend  # run.json says where it ran
+
+
+@pytest.mark.parametrize("backend", INSTALLED)
+def test_mnist_feeds_tf_data_only_to_tensorflow(matrix, backend):
+    result = _result(matrix, backend, "mnist")
     # auto: tf.data on TensorFlow, NumPy arrays (faster there) on JAX and PyTorch
-    assert record["input_pipeline"] == ("tf.data" if backend == "tensorflow" else "arrays")
-    assert 0.0 <= record["metrics"]["test_accuracy"] <= 1.0
+    assert result["input_pipeline"] == ("tf.data" if backend == "tensorflow" else "arrays")
 
 
-@pytest.mark.parametrize("backend", ALL)
+@pytest.mark.parametrize("backend", INSTALLED)
+def test_save_load_skips_only_what_its_backend_cannot_write_and_names_one_that_can(matrix, backend):
+    skipped = _result(matrix, backend, "save_load")["formats_skipped"]
+    assert skipped == [] if backend == "tensorflow" else len(skipped) <= 1
+    assert all("--backend" in note or "not installed" in note for note in skipped), skipped
+
+
+@pytest.mark.parametrize("backend", INSTALLED)
 @pytest.mark.skipif(importlib.util.find_spec("tensorboard") is None,
                     reason="tensorboard is not installed (pip install -r requirements.txt)")
-def test_tensorboard_logs_on(backend, run, tmp_path):
-    result = run("mnist/mnist.py", "--backend", backend, "-m", "mlp_one_layer", "--tensorboard",
-                 "--dataset", "digits", "--limit", "300", "--epochs", "2", "--quiet",
-                 "--output-dir", str(tmp_path))
-    assert result.returncode == 0, result.stderr
-    (logs,) = (tmp_path / "mnist").glob("*/tensorboard")
-    for split in ("train", "validation"):
-        events = list((logs / split).glob("events.out.tfevents.*"))
-        assert events and events[0].stat().st_size > 0, split
+def test_tensorboard_logs_on(matrix, backend):
+    # the MNIST case ran with --tensorboard: one non-empty event file for training, one for validation
+    assert _result(matrix, backend, "mnist")["event_files"] == 2
 
+
+def test_served_predictions_agree_across_backends(matrix):
+    """One model, the same weights: every backend's service gives the same probabilities."""
+    answers = {b: np.asarray(_result(matrix, b, "service")["fixed_probabilities"]) for b in INSTALLED}
+    if len(answers) < 2:
+        pytest.skip("only one backend is installed")
+    first, *others = answers
+    assert answers[first].shape == (40, 10)
+    np.testing.assert_allclose(answers[first].sum(1), 1.0, atol=1e-5)
+    assert answers[first].std() > 0.01  # the inputs really change the answers
+    for other in others:
+        np.testing.assert_allclose(answers[other], answers[first], atol=SERVED_TOLERANCE, err_msg=other)
+
+
+def test_failed_checks_names_what_did_not_learn():
+    xor = next(case for case in CASES if case.chapter == "xor")
+    assert backend_matrix.failed_checks(xor, {"returncode": 0, "accuracy": 1.0}) == []
+    (problem,) = backend_matrix.failed_checks(xor, {"returncode": 0, "accuracy": 0.75})
+    assert "xor" in problem and "0.75" in problem
+    forecast = next(case for case in CASES if case.chapter == "forecast")
+    check = backend_matrix.failed_checks
+    assert check(forecast, {"returncode": 0, "test_rmse": 2.0, "persistence_rmse": 3.0}) == []
+    assert check(forecast, {"returncode": 0, "test_rmse": 3.0, "persistence_rmse": 2.0})
+    assert check(forecast, {"returncode": 0, "test_rmse": 3.0})  # not measured: fails
+    assert check(forecast, {"returncode": 2, "error": "error: no"})[0].endswith("error: no")
+
+
+# --- flags around the backends, in a subprocess because they are about the process -------
 
 def test_tensorboard_without_its_package_is_one_line_and_exit_2(run, tmp_path):
     # Hide the package from the child process: a None entry in sys.modules
