@@ -1,6 +1,6 @@
 """Churn MLP: the naive Keras 3 port against the chapter's default training.
 
-Both train the seed's recipe on the same 7,200 training rows of the same
+Both train the original tutorial's recipe on the same 7,200 training rows of the same
 stratified split, from the same seed: batch size 10, 100 epochs, so 72,000
 weight updates each. Only the way ``fit`` is driven differs:
 
@@ -36,7 +36,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-BATCH_SIZE = 10  # the seed's recipe; not a flag, so every case compares the same thing
+BATCH_SIZE = 10  # the original tutorial's recipe; not a flag, so every case compares the same thing
 
 
 def load_arrays(path=None):

@@ -3,7 +3,7 @@
 For each model, both variants train on the same images for the same epochs
 with batch size 256 and adam:
 
-- naive: the seed's way, NumPy arrays, one-hot labels, ``model.fit`` with the
+- naive: the original tutorial's way, NumPy arrays, one-hot labels, ``model.fit`` with the
   test set as validation data;
 - chapter: ``mnist/training.py``'s ``fit_inputs`` (a shuffled, prefetched
   tf.data pipeline on TensorFlow, NumPy arrays on JAX and PyTorch), integer

@@ -23,7 +23,7 @@ from xor import xor  # noqa: E402
 
 
 def seed_model() -> keras.Model:
-    """The seed's network exactly as it was written, Keras's default initialisers."""
+    """The original tutorial's network exactly as it was written, Keras's default initialisers."""
     return keras.Sequential([
         keras.Input(shape=(2,)),
         keras.layers.Dense(8, activation="relu"),
@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     if args.seeds > 0:
         lines += ["", "| model | seeds solved (100% accuracy) |", "|---|---|"]
-        for label, model_fn in (("seed's network, biases start at 0", seed_model),
+        for label, model_fn in (("original network, biases start at 0", seed_model),
                                 ("chapter's network, hidden biases start at 0.1", xor.build_model)):
             solved = [s for s in range(args.seeds) if tuned(s, args.epochs, model_fn)[1] == 1.0]
             failed = sorted(set(range(args.seeds)) - set(solved))

@@ -5,7 +5,7 @@ gender, age, balance, ...) and whether they left. The network learns the
 probability of leaving from those facts.
 
     python mlp/mlp.py                 # 72/8/20 split: train, watch validation, score the test set
-    python mlp/mlp.py --no-split      # the seed's first version: train and score on all rows
+    python mlp/mlp.py --no-split      # the original tutorial's first version: train and score on all rows
     python mlp/mlp.py --seeds 5       # five seeds, mean and spread of the test metrics
     python mlp/mlp.py --predict Age=40 Geography=Spain ...   # score a new customer
 
@@ -179,7 +179,7 @@ def parse_args(argv: list[str] | None = None):
                         help="a churn CSV (or a folder holding Churn_Modelling.csv); None means the "
                              "dataset registry: KERAS_TUTORIAL_DATA, data/, the Keras cache, download")
     parser.add_argument("--no-split", action="store_true",
-                        help="train and score on all rows, as the seed's first version did "
+                        help="train and score on all rows, as the original tutorial's first version did "
                              "(training accuracy, says nothing about new customers)")
     parser.add_argument("--seeds", type=cli.positive_int, default=1, metavar="N",
                         help="train N times with seeds --seed, --seed+1, ... and print mean +- std")
@@ -193,7 +193,7 @@ def parse_args(argv: list[str] | None = None):
                         help=f"sizes of the hidden relu layers, 1 to {cli.MAX_UNITS:,} each")
     parser.add_argument("--init", choices=training.INITIALIZERS, default="he_uniform",
                         help="initial weights of every layer, all uniform distributions: he_uniform is "
-                             "scaled for relu; random_uniform is the seed's fixed +-0.05")
+                             "scaled for relu; random_uniform is the original tutorial's fixed +-0.05")
     parser.add_argument("--optimizer", choices=sorted(training.OPTIMIZERS), default="adam",
                         help="optimisation algorithm")
     parser.add_argument("--learning-rate", type=cli.positive_float, default=None,

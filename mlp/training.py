@@ -1,6 +1,6 @@
 """The churn network, and training it fast without changing the recipe.
 
-The recipe is the seed's: batches of 10 customers, 100 passes over the
+The recipe is the original tutorial's: batches of 10 customers, 100 passes over the
 training rows, reshuffled every pass, adam, binary cross-entropy. That is
 72,000 weight updates on 7,200 rows, each one tiny (121 weights), so the time
 goes on the bookkeeping around each update, not on the arithmetic:
@@ -36,14 +36,14 @@ OPTIMIZERS = {
     "sgd": lazy("keras.optimizers", "SGD"),
 }
 # he_uniform: uniform in +-sqrt(6 / inputs), scaled for relu units.
-# random_uniform: uniform in +-0.05, the seed's init='uniform' (Keras 2).
+# random_uniform: uniform in +-0.05, the original tutorial's init='uniform' (Keras 2).
 INITIALIZERS = ("he_uniform", "glorot_uniform", "random_uniform")
 
 
 def build_model(input_dim: int = 11, hidden: tuple[int, ...] = (6, 6),
                 init: str = "he_uniform") -> keras.Model:
     """Dense relu layers of the given sizes, then one sigmoid unit (the
-    probability of leaving). The default is the seed's 11 -> 6 -> 6 -> 1,
+    probability of leaving). The default is the original tutorial's 11 -> 6 -> 6 -> 1,
     121 weights."""
     layers = [keras.Input(shape=(input_dim,))]
     layers += [keras.layers.Dense(units, activation="relu", kernel_initializer=init)

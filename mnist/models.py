@@ -143,7 +143,7 @@ def _mlp_two_layers_dropout(classes, n):
             _dense(n, 512, activation="relu"), _dropout(n, 0.5), _softmax(classes)]
 
 
-# --- the seed's convolutional net and its regularised variants --------------------
+# --- the original tutorial's convolutional net and its regularised variants --------------------
 
 def _conv_net(classes, n, regularizer=None, batch_norm=False, dropout=False):
     """Conv 32 -> pool -> conv 64 -> pool -> conv 64 -> dense 64 -> softmax.

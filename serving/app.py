@@ -7,7 +7,7 @@ Endpoints: ``GET /health``, ``GET /model``, ``POST /predict`` (an uploaded
 image, a raw image body, or a JSON array of inputs), and the interactive
 OpenAPI page at ``/docs``.
 
-Why FastAPI rather than the seed's Flask: it runs on an event loop, so the
+Why FastAPI rather than the original tutorial's Flask: it runs on an event loop, so the
 model can run off the request path (see ``serving/predictor.py``) and
 concurrent requests can be batched; it validates query parameters and writes
 the OpenAPI page from the code. Flask would need a WSGI server with several
@@ -34,7 +34,7 @@ from utils.errors import TutorialError  # noqa: E402
 
 log = logging.getLogger("serving")
 DEFAULT_MAX_BYTES = 5 * 1024 * 1024
-IMAGE_FIELDS = ("image", "file")  # the form field the seed's curl used, and a common alternative
+IMAGE_FIELDS = ("image", "file")  # the form field the original tutorial's curl used, and a common alternative
 
 PREDICT_BODY = {  # what the OpenAPI page shows for POST /predict, since the body is parsed by hand
     "required": True,

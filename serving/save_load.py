@@ -45,7 +45,7 @@ which one to use when:
                   model is at hand and only the numbers change. No architecture; the
                   optimizer's variables are in it, but load only into an optimizer already
                   built (model.optimizer.build(model.trainable_variables)).
-  .json + .h5     the seed's way: a readable, diffable architecture plus the weights; today
+  .json + .h5     the original tutorial's way: a readable, diffable architecture plus the weights; today
                   .keras holds both (its config.json is this same JSON).
   legacy .h5      only for old tools that cannot read .keras; Keras 3 warns when writing it.
   SavedModel      model.export(): a TensorFlow graph for TF Serving, TFLite or TF.js; runs
@@ -141,7 +141,7 @@ def check_weights_only(model, folder: Path, x) -> Artefact:
 
 
 def check_json(model, folder: Path, x) -> Artefact:
-    """The seed's recipe: ``to_json`` for the architecture, an HDF5 file for the weights."""
+    """The original tutorial's recipe: ``to_json`` for the architecture, an HDF5 file for the weights."""
     json_path, weights_path = folder / "model.json", folder / "model.weights.h5"
     json_path.write_text(model.to_json(indent=2))
     if not weights_path.exists():
@@ -149,7 +149,7 @@ def check_json(model, folder: Path, x) -> Artefact:
     rebuilt = from_json(json_path.read_text())
     rebuilt.load_weights(weights_path)
     return _artefact("JSON + weights", [json_path, weights_path], folder, _predict(model, x),
-                     _predict(rebuilt, x), "the seed's way: the architecture as text")
+                     _predict(rebuilt, x), "the original tutorial's way: the architecture as text")
 
 
 def check_legacy_h5(model, folder: Path, x) -> Artefact:

@@ -43,7 +43,7 @@ def load_data() -> tuple[np.ndarray, np.ndarray]:
 def build_model(hidden: tuple[int, ...] = (8, 4), input_dim: int = 2) -> keras.Model:
     """Dense relu layers of the given sizes, then one sigmoid unit.
 
-    The default (8, 4) is the seed's network: 2 -> 8 -> 4 -> 1, 65 parameters.
+    The default (8, 4) is the original tutorial's network: 2 -> 8 -> 4 -> 1, 65 parameters.
 
     The hidden biases start at 0.1 instead of Keras's 0. With zero biases the
     input (0, 0) reaches every relu as exactly 0, and a unit whose weights
@@ -160,7 +160,7 @@ def parse_args(argv: list[str] | None = None):
                              "(0.001 for adam and rmsprop, 0.01 for sgd)")
     parser.add_argument("--log-every", type=cli.positive_int, default=10, metavar="N",
                         help="epochs run per Keras epoch, i.e. per progress line and history "
-                             "row; 1 matches the seed exactly but is several times slower "
+                             "row; 1 matches the original tutorial exactly but is several times slower "
                              "(must divide --epochs, else the largest divisor is used)")
     return parser.parse_args(argv)
 
