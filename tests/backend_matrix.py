@@ -168,8 +168,9 @@ def _read_results(case: Case, out: Path, state: dict) -> dict:
             values["formats_ok"] = sum(bool(a.get("ok")) for a in artefacts if a not in skipped)
             values["formats_skipped"] = [a.get("note") for a in skipped]
             values["resumed_vs_uninterrupted"] = record.get("resume", {}).get("resumed_vs_uninterrupted")
-    if case.chapter == "filters":
-        run_dir = Path(state["mnist_run"])
+    if case.chapter == "filters":  # filters.py writes its own run folder, <out>/cnn/<time>_filters_<model>
+        found = sorted((out / "cnn").glob("*_filters_*"), key=lambda p: p.stat().st_mtime)
+        run_dir = found[-1] if found else out / "cnn" / "no-filters-run"
         values["pictures"] = sum((run_dir / name).is_file() for name in ("filters.png", "feature_maps.png"))
     return values
 
@@ -250,8 +251,6 @@ def run_case(case: Case, backend: str, out: Path, state: dict) -> dict:
         argv.append("--quiet")
     if case.chapter == "mnist" and importlib.util.find_spec("tensorboard") is not None:
         argv.append("--tensorboard")  # its event files are checked too
-    if case.chapter == "filters":
-        argv = [a for a in argv if a not in ("--output-dir", str(out))]
     start, cpu = time.perf_counter(), time.process_time()
     result: dict = {}
     captured = io.StringIO()
