@@ -28,6 +28,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run as `python benchmarks/backends.py`: the project's package
+
+from utils.runs import cpu_name  # noqa: E402  (the same CPU name run.json records)
+
 BACKENDS = ("tensorflow", "jax", "torch")
 
 
@@ -223,18 +227,6 @@ def main(argv: list[str] | None = None) -> int:
         args.json.write_text(json.dumps(record, indent=1))
     return 0 if all(r.get("status") in ("works", "not installed", "not run") for row in results.values()
                     for r in row.values()) else 1
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-
-    return platform.processor() or "unknown CPU"
 
 
 if __name__ == "__main__":

@@ -69,7 +69,7 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -102,7 +102,7 @@ def device_info() -> dict:
         "backend": backend,
         "device": ", ".join(accelerators) if accelerators else "cpu",
         "accelerators": accelerators,
-        "cpu": _cpu_name(),
+        "cpu": cpu_name(),
         "cpu_count": os.cpu_count(),
         "platform": platform.platform(),
     }
