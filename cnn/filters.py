@@ -1,7 +1,8 @@
 """What a trained convolutional network looks for: its first-layer filters and feature maps.
 
 Give it a run folder of the MNIST chapter (or any ``model.keras`` that takes
-28x28x1 images). It draws
+images, 28x28x1 or your own size; a run trained on ``--data-dir`` shows one of
+its own test images). It draws
 
 * ``filters.png``: every 3x3 (or 5x5) kernel of the first convolution, blue for
   negative weights, red for positive: most become small edge and stroke detectors;
@@ -38,18 +39,23 @@ MAX_MAPS = 32  # feature maps drawn per layer; deeper layers have more than fit 
 
 
 def load_run(path: Path, unsafe: bool = False):
-    """(model, dataset name, model file) from a run folder or a .keras file (dataset from
-    run.json when present and readable)."""
+    """(model, dataset name, data folder, model file) from a run folder or a .keras file: the
+    dataset, or the ``--data-dir`` of a run on your own images, from run.json when present."""
     model, model_file = model_files.load_model(path, safe_mode=not unsafe)
     model_files.require_one_input_output(model, model_file, "filters.py")
     record = model_file.parent / "run.json"
-    dataset = None
+    dataset, data_dir = None, None
     if record.is_file():
         try:
-            dataset = json.loads(record.read_text()).get("dataset")
+            facts = json.loads(record.read_text())
+            args = facts.get("args") if isinstance(facts.get("args"), dict) else {}
+            dataset, data_dir = facts.get("dataset"), facts.get("data_dir") or args.get("data_dir")
+            if isinstance(data_dir, str) and data_dir and isinstance(facts.get("cwd"), str):
+                data_dir = Path(facts["cwd"]) / data_dir  # as the run saw it (an absolute path stays)
         except (OSError, ValueError, AttributeError):
-            dataset = None  # a damaged run.json only loses the hint; --dataset still works
-    return model, (dataset if dataset in image_data.DATASETS else None), model_file
+            pass  # a damaged run.json only loses the hint; --dataset and --data-dir still work
+    data_dir = Path(data_dir) if isinstance(data_dir, str | Path) and str(data_dir) else None
+    return model, (dataset if dataset in image_data.DATASETS else None), data_dir, model_file
 
 
 def conv_layers(model) -> list:
@@ -100,8 +106,11 @@ def plot_feature_maps(image: np.ndarray, maps, path: Path, title: str) -> Path:
                              squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
-    axes[0, 0].imshow(image[..., 0], cmap="gray_r")
-    axes[0, 0].set_title("input 28x28x1", fontsize=7)
+    if image.shape[-1] == 3:
+        axes[0, 0].imshow(np.clip(image, 0, 1))
+    else:
+        axes[0, 0].imshow(image[..., 0], cmap="gray_r")
+    axes[0, 0].set_title(f"input {'x'.join(map(str, image.shape))}", fontsize=7)
     row = 1
     for (name, m), n_rows in zip(maps, rows_per_layer):
         h, w, filters = m.shape
@@ -121,9 +130,12 @@ def plot_feature_maps(image: np.ndarray, maps, path: Path, title: str) -> Path:
     return path
 
 
-def test_image(dataset: str | None, index: int, seed: int = 0):
-    """One test image (28, 28, 1) and its class name, from the run's own dataset."""
-    data = image_data.load_images(dataset or "auto", seed=seed)
+def test_image(dataset: str | None, index: int, seed: int = 0, data_dir: Path | None = None):
+    """One test image (height, width, channels), its class name and the data's name, from the
+    run's own dataset (or its own images in ``data_dir``)."""
+    if data_dir is not None:
+        image_data.check_data_dir(data_dir)
+    data = image_data.load_images(dataset or "auto", data_dir=data_dir, seed=seed)
     if not 0 <= index < len(data.x_test):
         raise TutorialError(f"--index {index}: the {data.name} test set has images 0-{len(data.x_test) - 1}")
     return data.x_test[index], data.class_names[data.y_test[index]], data.name
@@ -136,6 +148,9 @@ def parse_args(argv=None):
     parser.add_argument("--index", type=int, default=0, help="which test image to follow through the net")
     parser.add_argument("--dataset", choices=image_data.DATASETS, default=None,
                         help="test images to use (default: the run's own dataset from run.json)")
+    parser.add_argument("--data-dir", type=Path, default=None,
+                        help="a folder (or .npz) of your own images to take the test image from "
+                             "(default: the run's own --data-dir from run.json, if it had one)")
     model_files.add_unsafe_argument(parser)
     return parser.parse_args(argv)
 
@@ -144,12 +159,20 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     args = parse_args(argv)
     cli.select_backend(args.backend)
-    model, dataset, model_file = load_run(args.run_dir, args.unsafe)
+    model, dataset, data_dir, model_file = load_run(args.run_dir, args.unsafe)
     convs = conv_layers(model)
-    if tuple(model.inputs[0].shape[1:]) != (28, 28, 1):
-        raise TutorialError(f"{model.name} takes {tuple(model.inputs[0].shape[1:])} inputs; filters.py "
-                            "shows 28x28x1 (MNIST-style) models")
-    image, label, dataset = test_image(args.dataset or dataset, args.index, args.seed)
+    wanted = tuple(model.inputs[0].shape[1:])
+    if len(wanted) != 3 or wanted[-1] not in (1, 3):
+        raise TutorialError(f"{model.name} takes {wanted} inputs; filters.py shows models of "
+                            "images (height, width, 1 or 3 channels)")
+    if args.data_dir is not None or args.dataset is not None:
+        data_dir = args.data_dir  # a flag given replaces what run.json says
+    image, label, dataset = test_image(args.dataset or (None if data_dir else dataset), args.index,
+                                       args.seed, data_dir)
+    if any(size is not None and size != have for size, have in zip(wanted, image.shape)):
+        source = f"--data-dir {data_dir}" if data_dir else f"the {dataset} dataset"
+        raise TutorialError(f"{model.name} takes {wanted} images but {source} has "
+                            f"{tuple(image.shape)}; give the images it was trained on with --data-dir")
     # Only now, with the model and the image at hand: bad input leaves no folder behind.
     run = runs.Run(CHAPTER, f"filters_{model.name}", args, argv)
     first = convs[0]
@@ -164,7 +187,8 @@ def main(argv=None) -> int:
         strongest[name] = [int(i) for i in np.argsort(-m.mean(axis=(0, 1)))[:3]]
         print(f"{name:<12} {'x'.join(map(str, m.shape))}   most active filters: "
               f"{', '.join(map(str, strongest[name]))}")
-    run.finish(dataset=dataset, source_model=str(model_file), index=args.index, label=label,
+    run.finish(dataset=dataset, data_dir=str(data_dir) if data_dir else None, source_model=str(model_file),
+               index=args.index, label=label,
                most_active_filters=strongest)
     print(f"wrote {runs.shown_path(run.path('filters.png'))} and "
           f"{runs.shown_path(run.path('feature_maps.png'))}")

@@ -389,16 +389,24 @@ def read_labels(path: str | Path) -> list[str]:
     return labels
 
 
-def _run_dataset(run_json: Path) -> str | None:
+def _run_class_names(run_json: Path) -> tuple[list[str] | None, str]:
+    """The class names a run folder's ``run.json`` gives, and where they came from: its own
+    ``class_names`` list (written by every image run, a learner's own classes included),
+    else the classes of the built-in dataset it names."""
     try:
         record = json.loads(run_json.read_text())
     except (OSError, ValueError):
-        return None
+        return None, ""
     if not isinstance(record, dict):
         raise ModelLoadError(f"{run_json} holds a JSON {type(record).__name__}, not the object a "
                              "chapter writes; remove it, or give the .keras file itself")
+    listed = record.get("class_names")
     dataset = record.get("dataset")
-    return dataset if isinstance(dataset, str) else None
+    if isinstance(listed, list) and listed and all(isinstance(n, str | int) for n in listed):
+        return [str(n) for n in listed], "class names from run.json" + (
+            f" (dataset {dataset})" if isinstance(dataset, str) else "")
+    names = DATASET_CLASSES.get(dataset) if isinstance(dataset, str) else None
+    return (list(names), f"class names from run.json (dataset {dataset})") if names else (None, "")
 
 
 def load_from_path(path: str | Path, labels: str | Path | None = None, safe_mode: bool = True) -> ServedModel:
@@ -410,10 +418,9 @@ def load_from_path(path: str | Path, labels: str | Path | None = None, safe_mode
     notes = []
     run_json = file.parent / "run.json"
     if names is None and run_json.is_file():
-        dataset = _run_dataset(run_json)
-        names = DATASET_CLASSES.get(dataset)
+        names, source = _run_class_names(run_json)
         if names:
-            notes.append(f"class names from run.json (dataset {dataset})")
+            notes.append(source)
     served = ServedModel(model, str(file), [], "vector", notes=notes, inputs=input_specs(model),
                          outputs=output_specs(model, names))
     if not served.multi_input:
