@@ -45,6 +45,7 @@ from utils.plots import STYLE, plt  # noqa: E402
 np, pd = lazy("numpy"), lazy("pandas")
 folder_transfer = lazy("cnn.folder_transfer")
 EpochTimer = lazy("utils.callbacks", "EpochTimer")
+StopOnNaN = lazy("utils.callbacks", "StopOnNaN")
 
 CHAPTER = "cnn"
 FINE_TUNE_FACTOR = 10  # fine-tuning uses the head's learning rate divided by this
@@ -165,7 +166,7 @@ def pretrain(base_name: str, data: dict[str, Split], args):
                   loss="sparse_categorical_crossentropy", metrics=["accuracy"], jit_compile=_jit())
     train = pipeline(data["source_train"].x, data["source_train"].y, 128, False, shuffle_seed=args.seed)
     val = pipeline(data["source_val"].x, data["source_val"].y, 512, False)
-    history = model.fit(train, validation_data=val, epochs=args.epochs, callbacks=[EpochTimer()],
+    history = model.fit(train, validation_data=val, epochs=args.epochs, callbacks=[EpochTimer(), StopOnNaN()],
                         verbose=0 if args.quiet else 2, shuffle=False)
     return model, runs.history_frame(history.history)
 

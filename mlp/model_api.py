@@ -44,6 +44,7 @@ from utils.plots import plt  # noqa: E402  (pyplot on the headless backend, impo
 np, pd = lazy("numpy"), lazy("pandas")
 layers, ops = lazy("keras.layers"), lazy("keras.ops")
 EveryNEpochsPrinter = lazy("utils.callbacks", "EveryNEpochsPrinter")
+StopOnNaN = lazy("utils.callbacks", "StopOnNaN")
 
 CHAPTER = "model_api"
 PARTS = ("api", "functional", "activations", "losses")
@@ -284,7 +285,7 @@ def train_two_input(epochs: int, batch_size: int = 32, seed: int = 0, show: bool
     model = compile_two_input_model(build_two_input_model())
     if show:
         print(summary_text(model))
-    callbacks = [EveryNEpochsPrinter(epochs)] if show else []
+    callbacks = [StopOnNaN()] + ([EveryNEpochsPrinter(epochs)] if show else [])
     history = model.fit(x, y, epochs=epochs, batch_size=batch_size, verbose=0, callbacks=callbacks)
     metrics = model.evaluate(x_test, y_test, batch_size=256, verbose=0, return_dict=True)
     return model, runs.history_frame(history.history), {k: float(v) for k, v in metrics.items()}
@@ -547,7 +548,7 @@ def train_loss_examples(epochs: int, batch_size: int = 32, seed: int = 0, keys=N
         keras.utils.set_random_seed(seed)  # same start for every example: the one-hot twin matches
         model = build_loss_example(example)
         start = time.perf_counter()
-        history = model.fit(x, y, epochs=epochs, batch_size=batch_size, verbose=0)
+        history = model.fit(x, y, epochs=epochs, batch_size=batch_size, verbose=0, callbacks=[StopOnNaN()])
         seconds = time.perf_counter() - start
         test = model.evaluate(x_test, y_test, batch_size=256, verbose=0, return_dict=True)
         # One sample: call the model directly; predict() is built for many batches

@@ -30,6 +30,7 @@ from utils.plots import STYLE, plt  # noqa: E402
 
 np, pd = lazy("numpy"), lazy("pandas")
 EpochTimer = lazy("utils.callbacks", "EpochTimer")
+StopOnNaN = lazy("utils.callbacks", "StopOnNaN")
 
 CHAPTER = "mnist_tune"
 TUNERS = ("random", "hyperband")
@@ -187,7 +188,7 @@ def tune(data: image_data.ImageData, args, argv=None) -> runs.RunResult:
         print(f"\n=== retraining the best hyper-parameters {best} for {args.epochs} epochs", flush=True)
     keep = KeepBestWeights("val_accuracy")
     fit = model.fit(x_train, data.y_train, validation_data=(x_val, data.y_val), epochs=args.epochs,
-                    batch_size=args.batch_size, callbacks=[EpochTimer(), keep],
+                    batch_size=args.batch_size, callbacks=[EpochTimer(), StopOnNaN(), keep],
                     verbose=0 if args.quiet else 2)
     history = runs.history_frame(fit.history)
     test_loss, test_accuracy = model.evaluate(as_input(data.x_test, True), data.y_test,
