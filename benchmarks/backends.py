@@ -5,10 +5,16 @@ in a fresh process exactly as a learner would type it (plus ``--backend`` and a 
 ``--output-dir``), and prints a markdown table: chapter x backend -> wall seconds and the
 chapter's headline number, or why it failed. ``--quick`` runs each chapter's short variant
 instead (tiny data, few epochs: the whole table in minutes rather than hours).
+``--sample-epochs N`` runs the full commands, but each chapter whose command takes many
+minutes on a CPU (churn's 100 epochs, chapter 4's 60 Fashion-MNIST epochs, the schedules'
+six runs of 20) trains only N epochs, and its
+cell adds the projected time of the whole command: the measured wall time plus the
+median measured epoch times for the epochs left out.
 
     python benchmarks/backends.py --quick                      # every chapter, every backend
     python benchmarks/backends.py --chapters xor churn --backends jax torch
     python benchmarks/backends.py --quick --json backends.json # the numbers, for later
+    python benchmarks/backends.py --sample-epochs 2            # full commands, long ones sampled
 """
 
 from __future__ import annotations
@@ -46,24 +52,28 @@ class Chapter:
     quick: tuple[str, ...]
     metric: str = ""
     folder: str = ""  # the run folder's chapter directory under --output-dir
+    epochs: int = 0   # epochs the full command trains (its --epochs default); 0: not epoch-based
+    long: bool = False  # its full command takes many minutes on a CPU: --sample-epochs shortens it
 
 
 DATA = "{data}"
 CHAPTERS: tuple[Chapter, ...] = (
-    Chapter("1 xor", "xor/xor.py", (), ("--epochs", "200", "--learning-rate", "0.05"), "accuracy", "xor"),
-    Chapter("2 churn", "mlp/mlp.py", (), ("--epochs", "5"), "accuracy", "mlp"),
+    Chapter("1 xor", "xor/xor.py", (), ("--epochs", "200", "--learning-rate", "0.05"), "accuracy", "xor",
+            500),
+    Chapter("2 churn", "mlp/mlp.py", (), ("--epochs", "5", "--learning-rate", "0.01"), "accuracy", "mlp",
+            100, True),
     Chapter("3 model API", "mlp/model_api.py", (), ("--part", "api"), "max_output_difference", "model_api"),
     Chapter("4 mnist", "mnist/mnist.py", ("-m", "conv_net"),
-            ("-m", "conv_net", "--dataset", "digits", "--epochs", "5"), "test_accuracy", "mnist"),
+            ("-m", "conv_net", "--dataset", "digits", "--epochs", "5"), "test_accuracy", "mnist", 60, True),
     Chapter("5 cnn shapes", "cnn/shapes.py", (), ("-m", "le_net")),
     Chapter("5 cnn transfer", "cnn/transfer.py", ("--quick",), ("--quick", "--repeats", "1"),
             "source_val_accuracy", "cnn"),
-    Chapter("6 rnn", "rnn/forecast.py", (), ("--epochs", "5"), "test_rmse", "rnn"),
+    Chapter("6 rnn", "rnn/forecast.py", (), ("--epochs", "5"), "test_rmse", "rnn", 40),
     Chapter("7 serving", "serving/save_load.py", (), ("--epochs", "100", "--resume-epochs", "20"),
             "accuracy", "serving"),
     Chapter("8 schedules", "mnist/schedules.py", (),
             ("--schedule", "cosine", "--dataset", "digits", "--epochs", "5"), "cosine_test_accuracy",
-            "mnist_schedules"),
+            "mnist_schedules", 20, True),
 )
 NAMES = tuple(c.name.split(" ", 1)[1].replace(" ", "_").lower() for c in CHAPTERS)
 
@@ -72,11 +82,22 @@ def chapter_by_key(key: str) -> Chapter:
     return CHAPTERS[NAMES.index(key)]
 
 
-def command(chapter: Chapter, backend: str, quick: bool, output_dir: Path) -> list[str]:
+def sampled_epochs(chapter: Chapter, quick: bool, sample: int | None) -> int | None:
+    """How many epochs the cell trains instead of the full command's (None: all of them)."""
+    if quick or not sample or not chapter.long or chapter.epochs <= sample:
+        return None
+    return sample
+
+
+def command(chapter: Chapter, backend: str, quick: bool, output_dir: Path,
+            sample: int | None = None) -> list[str]:
     """The command line of one cell of the table."""
     data = os.environ.get("KERAS_TUTORIAL_DATA") or str(ROOT.parent / "shared" / "data")
     flags = [a.format(data=data) for a in (chapter.quick if quick else chapter.full)]
     extra = ["--backend", backend]
+    epochs = sampled_epochs(chapter, quick, sample)
+    if epochs:
+        extra += ["--epochs", str(epochs)]
     if chapter.script != "cnn/shapes.py":
         extra += ["--output-dir", str(output_dir), "--quiet"]
     return [sys.executable, chapter.script, *flags, *extra]
@@ -109,17 +130,34 @@ def read_run(chapter: Chapter, output_dir: Path) -> dict:
     return found
 
 
+def epochs_left_seconds(chapter: Chapter, output_dir: Path, trained: int) -> float:
+    """Seconds the epochs left out would have taken: for each training in the run's
+    history.csv (schedules.py trains several, told apart by its ``run`` column), its median
+    epoch time times the epochs it did not train."""
+    run_dir = newest_run(chapter, output_dir)
+    history = run_dir / "history.csv" if run_dir else None
+    if history is None or not history.is_file():
+        return 0.0
+    groups: dict[str, list[float]] = {}
+    with history.open() as f:
+        for row in csv.DictReader(f):
+            if row.get("epoch_seconds"):
+                groups.setdefault(row.get("run") or "", []).append(float(row["epoch_seconds"]))
+    return sum(statistics.median(times) * (chapter.epochs - trained) for times in groups.values())
+
+
 def last_error_line(stderr: str) -> str:
     lines = [line for line in stderr.strip().splitlines() if line.strip()]
     return lines[-1][:160] if lines else "no output"
 
 
-def measure(chapter: Chapter, backend: str, quick: bool, timeout: float) -> dict:
-    """Run one cell in its own process; works / seconds / metric / why not."""
+def measure(chapter: Chapter, backend: str, quick: bool, timeout: float, sample: int | None = None) -> dict:
+    """Run one cell in its own process; works / seconds / metric / why not (and, for a sampled
+    cell, the projected seconds of the whole command)."""
     if importlib.util.find_spec(backend) is None:
         return {"status": "not installed"}
     with tempfile.TemporaryDirectory() as tmp:
-        line = command(chapter, backend, quick, Path(tmp))
+        line = command(chapter, backend, quick, Path(tmp), sample)
         start = time.perf_counter()
         try:
             done = subprocess.run(line, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
@@ -131,6 +169,11 @@ def measure(chapter: Chapter, backend: str, quick: bool, timeout: float) -> dict
                   "seconds": round(seconds, 1), "command": shlex.join(line[1:])}
         if done.returncode == 0:
             result.update(read_run(chapter, Path(tmp)))
+            epochs = sampled_epochs(chapter, quick, sample)
+            if epochs:
+                result["sampled_epochs"] = epochs
+                left = epochs_left_seconds(chapter, Path(tmp), epochs)
+                result["projected_seconds"] = round(seconds + left, 1)
         else:
             result["error"] = last_error_line(done.stderr)
         return result
@@ -141,7 +184,12 @@ def cell(result: dict) -> str:
     status = result.get("status")
     if status == "works":
         metric = result.get("metric")
-        return f"{result['seconds']:.1f} s" + (f" ({metric:.4g})" if metric is not None else "")
+        text = f"{result['seconds']:.1f} s" + (f" ({metric:.4g})" if metric is not None else "")
+        if result.get("sampled_epochs"):
+            whole = result["projected_seconds"]
+            text += f", {result['sampled_epochs']} epochs; all: ~" + (
+                f"{whole:.0f} s" if whole < 120 else f"{whole / 60:.0f} min")
+        return text
     if status == "timeout":
         return f"timeout after {result['seconds']:.0f} s"
     if status in ("not installed", "not run"):
@@ -182,6 +230,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--quick", action="store_true",
                         help="each chapter's short variant instead of its full command")
+    parser.add_argument("--sample-epochs", type=int, default=None, metavar="N",
+                        help="full commands, but train at most N epochs and project the whole "
+                             "command's time from them; None: train every epoch")
     parser.add_argument("--chapters", nargs="+", choices=NAMES, default=list(NAMES), metavar="NAME",
                         help=f"chapters to run, from: {', '.join(NAMES)}")
     parser.add_argument("--backends", nargs="+", choices=BACKENDS, default=list(BACKENDS),
@@ -200,6 +251,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--timeout must be greater than 0")
     if args.deadline is not None and not args.deadline > 0:
         parser.error("--deadline must be greater than 0")
+    if args.sample_epochs is not None and (args.quick or args.sample_epochs < 1):
+        parser.error("--sample-epochs must be 1 or more, and applies to the full commands (not --quick)")
     return args
 
 
@@ -218,12 +271,15 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             print(f"{chapter.name} on {backend} ...", end=" ", flush=True)
             timeout = args.timeout if left is None else min(args.timeout, max(left, 1.0))
-            results[name][backend] = measure(chapter, backend, args.quick, timeout)
+            results[name][backend] = measure(chapter, backend, args.quick, timeout, args.sample_epochs)
             print(cell(results[name][backend]), flush=True)
-    print(f"\n{'quick variants' if args.quick else 'full commands'}; {cpu_name()}, {os.cpu_count()} cores\n")
+    mode = "quick variants" if args.quick else "full commands" + (
+        f" (at most {args.sample_epochs} epochs each, the rest projected)" if args.sample_epochs else "")
+    print(f"\n{mode}; {cpu_name()}, {os.cpu_count()} cores, {time.perf_counter() - start:.0f} s\n")
     print(device_table(results) if args.devices else markdown_table(results, backends))
     if args.json:
-        record = {"quick": args.quick, "cpu": cpu_name(), "results": results}
+        record = {"quick": args.quick, "sample_epochs": args.sample_epochs, "cpu": cpu_name(),
+                  "results": results}
         args.json.write_text(json.dumps(record, indent=1))
     return 0 if all(r.get("status") in ("works", "not installed", "not run") for row in results.values()
                     for r in row.values()) else 1
