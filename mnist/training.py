@@ -171,6 +171,8 @@ def check_resume(run_dir: Path, record: dict) -> None:
     if not isinstance(started, dict):
         return
     differ = [name for name in RESUME_FLAGS if name in started and started[name] != record.get(name)]
+    if differ == ["epochs"] and started.get("schedule") == record.get("schedule") == "constant":
+        differ = []  # a constant rate does not depend on the length: an interrupted run may go longer
     if differ:
         was = ", ".join(f"{_flag(n)} {started[n]}" for n in differ)
         now = ", ".join(f"{_flag(n)} {record.get(n)}" for n in differ)
