@@ -301,20 +301,40 @@ def _kind(shape: tuple) -> str:
     return "vector"
 
 
+#: Layers that move or copy their input's numbers without changing them: an Embedding behind
+#: them still reads the model input's values as its indices.
+_PASS_THROUGH = ("Reshape", "Flatten", "Permute", "RepeatVector", "Cropping1D", "Identity", "InputLayer")
+
+
+def _source_input(tensor, inputs: list):
+    """The model input ``tensor`` is, or is made from by pass-through layers only (else None)."""
+    for _ in range(32):  # a chain, not a graph search: each pass-through layer has one input
+        for candidate in inputs:
+            if tensor is candidate or getattr(tensor, "name", None) == candidate.name:
+                return candidate
+        try:
+            layer = tensor._keras_history[0]
+            if type(layer).__name__ not in _PASS_THROUGH:
+                return None
+            tensor = layer.input
+        except (AttributeError, IndexError, TypeError, ValueError):
+            return None
+    return None
+
+
 def input_specs(model) -> list[InputSpec]:
-    """Name, shape and dtype of every model input; an input read straight by an
-    Embedding layer carries the number of rows of its table."""
+    """Name, shape and dtype of every model input; an input an Embedding layer reads (straight,
+    or through layers that only reshape or copy it) carries the number of rows of its table."""
     tensors = list(model.inputs)
     limits: dict[str, int] = {}
     for layer in model.layers:
         if isinstance(layer, keras.layers.Embedding):
             try:
-                source = layer.input
+                source = _source_input(layer.input, tensors)
             except (AttributeError, ValueError):  # shared layer: several inputs
                 continue
-            for tensor in tensors:
-                if source is tensor or getattr(source, "name", None) == tensor.name:
-                    limits[tensor.name] = min(limits.get(tensor.name, layer.input_dim), layer.input_dim)
+            if source is not None:
+                limits[source.name] = min(limits.get(source.name, layer.input_dim), layer.input_dim)
     return [InputSpec(t.name, tuple(t.shape[1:]), str(t.dtype), limits.get(t.name)) for t in tensors]
 
 
