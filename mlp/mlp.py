@@ -47,7 +47,7 @@ if __name__ == "__main__":
     prefer_jax()  # before the parser reads the default backend
 
 from mlp import predict, training  # noqa: E402
-from utils import plots, runs  # noqa: E402
+from utils import plots, runs, steps  # noqa: E402
 from utils.lazy import keras, lazy  # noqa: E402  (Keras loads on first use, after the flags are read)
 
 data, evaluation = lazy("mlp.data"), lazy("mlp.evaluation")
@@ -110,6 +110,7 @@ def train_and_evaluate(args, argv: list[str] | None = None, table=None, show: bo
         metrics = {"train_accuracy": float(accuracy), "train_loss": float(loss)}
     else:
         x_test, y_test = data.features_and_target(preprocessor, test, source=str(path))
+        x_test, y_test = steps.scored(x_test, y_test, 1024)  # every row, unless KERAS_MAX_STEPS_PER_EPOCH
         loss, _ = model.evaluate(x_test, y_test, batch_size=1024, verbose=0)
         probability = model.predict(x_test, batch_size=1024, verbose=0)
         metrics = {**evaluation.classification_metrics(y_test, probability), "loss": float(loss)}

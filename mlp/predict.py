@@ -185,7 +185,10 @@ def predict(customers: pd.DataFrame, model, preprocessor, source: str = "the inp
         x = np.asarray(preprocessor.transform(customers), dtype="float32")
     except ValueError as err:  # anything the checks above did not foresee
         raise ChurnDataError(f"{source}: cannot encode these customers ({err})") from None
-    return model.predict(x, verbose=0, batch_size=1024).ravel()
+    # predict_on_batch, chunk by chunk: unlike predict() it answers every row even when
+    # KERAS_MAX_STEPS_PER_EPOCH shortens Keras's loops.
+    chunks = [np.asarray(model.predict_on_batch(x[i:i + 1024])) for i in range(0, len(x), 1024)]
+    return np.concatenate(chunks).ravel() if chunks else np.zeros(0, dtype="float32")
 
 
 def format_predictions(customers: pd.DataFrame, probability: np.ndarray, threshold: float = 0.5) -> str:

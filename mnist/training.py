@@ -10,7 +10,7 @@ from pathlib import Path
 
 from mnist.data import ImageData
 from mnist.models import ModelSpec
-from utils import distribute, plots, report, runs
+from utils import distribute, plots, report, runs, steps
 from utils.errors import TutorialError
 from utils.lazy import keras, lazy  # Keras is imported on first use, after the flags are read
 
@@ -218,17 +218,9 @@ def _summary(model) -> str:
 
 
 def scored(x, y, batch_size: int):
-    """The test images and labels that ``evaluate`` and ``predict`` will both see.
-
-    With ``KERAS_MAX_STEPS_PER_EPOCH`` set (Keras's way to shorten a run), Keras
-    stops every loop, evaluation and prediction included, after that many
-    batches: the labels are cut to the same first images, so the scores, the
-    confusion matrix and the misclassified images all describe one set.
-    """
-    steps = keras.config.max_steps_per_epoch()
-    if steps:
-        x, y = x[:steps * batch_size], y[:steps * batch_size]
-    return x, y
+    """The test images and labels that ``evaluate`` and ``predict`` will both see (all of
+    them, unless ``KERAS_MAX_STEPS_PER_EPOCH`` shortens the run: see :mod:`utils.steps`)."""
+    return steps.scored(x, y, batch_size)
 
 
 def train_and_evaluate(spec: ModelSpec, data: ImageData, args, argv=None) -> runs.RunResult:
