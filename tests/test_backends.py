@@ -33,6 +33,11 @@ def _here() -> str:
     return keras.backend.backend() if keras is not None else configured_backend()
 
 
+def _child_env(env: dict, backend: str) -> dict:
+    env = {**env, "KERAS_BACKEND": backend}
+    return backend_matrix.jax_env(env) if backend == "jax" else env
+
+
 @pytest.fixture(scope="session")
 def matrix(tmp_path_factory) -> dict[str, dict]:
     """``{backend: {"backend": ..., "cases": {chapter: result}}}`` for every installed backend."""
@@ -48,7 +53,7 @@ def matrix(tmp_path_factory) -> dict[str, dict]:
         children[backend] = (subprocess.Popen(
             [sys.executable, "-m", "tests.backend_matrix", "--backend", backend, "--output-dir",
              str(root / backend), "--json", str(root / f"{backend}.json")],
-            cwd=ROOT, env={**env, "KERAS_BACKEND": backend}, stdout=log, stderr=subprocess.STDOUT),
+            cwd=ROOT, env=_child_env(env, backend), stdout=log, stderr=subprocess.STDOUT),
             root / f"{backend}.json")
         log.close()  # the child holds its own copy
     results = {}
