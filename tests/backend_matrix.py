@@ -41,9 +41,10 @@ CHURN_BASELINE = 0.7965
 #: fixed-weight model's served probabilities were identical to the last digit).
 FAST_XLA_FLAGS = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
 
-# The image cases use a --limit whose splits are whole batches of 32 (digits, 10% validation,
-# limit // 5 test images: 640 -> 576 / 64 / 128, 320 -> 288 / 32 / 64), so JAX compiles one
-# step per split instead of a second one for a last, smaller batch.
+# schedules and tune use --limit 320, whose splits are whole batches of 32 (digits, 10%
+# validation, limit // 5 test images: 288 / 32 / 64), so JAX compiles one step per split
+# instead of a second one for a last, smaller batch. (mnist keeps 600: at 640 its JAX test
+# accuracy fell from 0.89 to 0.73, too near the 0.6 bound.)
 
 
 def jax_env(env: dict) -> dict:
@@ -68,19 +69,19 @@ class Case:
 CASES: tuple[Case, ...] = (
     Case("xor", "xor/xor.py", ("--epochs", "200", "--learning-rate", "0.05", "--log-every", "50"),
          checks=(("all four rows right", "accuracy", "==", 1.0),)),
-    Case("churn", "mlp/mlp.py", ("--epochs", "5", "--batch-size", "32", "--learning-rate", "0.01",
+    Case("churn", "mlp/mlp.py", ("--epochs", "5", "--batch-size", "64", "--learning-rate", "0.01",
                                  "--data", "{data}/Churn_Modelling.csv"),
          checks=(("beats always-stays", "accuracy", ">", CHURN_BASELINE),)),
     Case("model_api", "mlp/model_api.py", ("--part", "api", "--epochs", "1"),
          checks=(("three builds agree", "max_output_difference", "<", 1e-5),)),
-    Case("mnist", "mnist/mnist.py", ("-m", "conv_net", "--dataset", "digits", "--limit", "640",
+    Case("mnist", "mnist/mnist.py", ("-m", "conv_net", "--dataset", "digits", "--limit", "600",
                                      "--epochs", "3", "--batch-size", "32"),
          checks=(("digits far above chance", "test_accuracy", ">", 0.6),)),
     Case("schedules", "mnist/schedules.py", ("--schedule", "cosine", "-m", "mlp_one_layer",
                                              "--dataset", "digits", "--limit", "320", "--epochs", "3",
                                              "--batch-size", "32"),
          checks=(("digits far above chance", "cosine_test_accuracy", ">", 0.5),)),
-    Case("tune", "mnist/tune.py", ("--max-trials", "1", "--epochs", "2", "--batch-size", "32",
+    Case("tune", "mnist/tune.py", ("--max-trials", "1", "--epochs", "3", "--batch-size", "32",
                                    "--dataset", "digits", "--limit", "320"),
          checks=(("digits far above chance", "test_accuracy", ">", 0.4),), needs=("keras_tuner",)),
     Case("shapes", "cnn/shapes.py", ("-m", "le_net", "-m", "conv_net"),

@@ -34,7 +34,11 @@ def _here() -> str:
 
 
 def _child_env(env: dict, backend: str) -> dict:
+    """The child's environment. torch gets one intra-op thread: three processes share the cores
+    here, and torch's spinning threads made its churn case cost 32 CPU-s instead of 2."""
     env = {**env, "KERAS_BACKEND": backend}
+    if backend == "torch":
+        env["OMP_NUM_THREADS"] = "1"
     return backend_matrix.jax_env(env) if backend == "jax" else env
 
 
