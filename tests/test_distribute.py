@@ -168,17 +168,7 @@ def test_two_jax_processes_train_one_model_together(tmp_path, jax_one_device):
             np.testing.assert_allclose(first[name], single[name], rtol=1e-3, atol=1e-4, err_msg=name)
 
 
-def test_torch_refuses_distribution_in_one_line(run, tmp_path):
-    if importlib.util.find_spec("torch") is None:
-        pytest.skip("torch is not installed (pip install -r requirements-backends.txt)")
-    result = run("mnist/mnist.py", *SMALL, "--backend", "torch", "--distribute", "mirrored",
-                 "--output-dir", str(tmp_path))
-    assert result.returncode == 2
-    assert result.stderr.strip().splitlines()[-1] == (
-        "error: --distribute, --cpu-devices and several processes are not supported on torch in "
-        "this tutorial: use --backend tensorflow or --backend jax")
-    assert "Traceback" not in result.stderr
-    assert not (tmp_path / "mnist").exists()
+# torch's refusal of --distribute: tests/test_torch_fit.py (its torch child process)
 
 
 BAD_FLAGS = [

@@ -1,4 +1,5 @@
-"""utils/torch_fit.py: the plain PyTorch loop the XOR and churn chapters use on torch.
+"""utils/torch_fit.py: the plain PyTorch loop the XOR and churn chapters use on torch; and
+mnist.py's refusal of --distribute on torch (it needs Keras running on torch, so it runs here).
 
 The checks run in one child process on the torch backend (the backend is fixed
 when Keras is first imported): each check is a function there, and its result or
@@ -113,3 +114,29 @@ def test_trains_validates_and_stops_when_told(torch_results):
     assert result["loss"][-1] < 0.5 * result["loss"][0]
     assert result["val_accuracy"][-1] > 0.9
     assert result["stopped"] == 3  # the loop honours model.stop_training (EarlyStopping sets it)
+
+
+@on_torch("""
+        import contextlib, io, pathlib, tempfile
+        from mnist import mnist
+        out = pathlib.Path(tempfile.mkdtemp())
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            try:
+                status = mnist.main(["-m", "conv_net", "--dataset", "digits", "--limit", "400",
+                                     "--batch-size", "64", "--quiet", "--backend", "torch",
+                                     "--distribute", "mirrored", "--output-dir", str(out)])
+            except SystemExit as stop:
+                status = stop.code
+        return {"status": status, "stderr": err.getvalue(), "wrote": (out / "mnist").exists()}
+    """)
+def test_torch_refuses_distribution_in_one_line(torch_results):
+    # mnist.main(argv) in the torch child, as the script calls it (was a subprocess of its own
+    # in tests/test_distribute.py)
+    result = _result(torch_results, "test_torch_refuses_distribution_in_one_line")
+    assert result["status"] == 2
+    assert result["stderr"].strip().splitlines()[-1] == (
+        "error: --distribute, --cpu-devices and several processes are not supported on torch in "
+        "this tutorial: use --backend tensorflow or --backend jax")
+    assert "Traceback" not in result["stderr"]
+    assert not result["wrote"]
