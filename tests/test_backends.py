@@ -33,6 +33,15 @@ def _here() -> str:
     return keras.backend.backend() if keras is not None else configured_backend()
 
 
+def _child_env(env: dict, backend: str) -> dict:
+    """The child's environment. torch gets one intra-op thread: three processes share the cores
+    here, and torch's spinning threads made its churn case cost 32 CPU-s instead of 2."""
+    env = {**env, "KERAS_BACKEND": backend}
+    if backend == "torch":
+        env["OMP_NUM_THREADS"] = "1"
+    return backend_matrix.jax_env(env) if backend == "jax" else env
+
+
 @pytest.fixture(scope="session")
 def matrix(tmp_path_factory) -> dict[str, dict]:
     """``{backend: {"backend": ..., "cases": {chapter: result}}}`` for every installed backend."""
@@ -48,7 +57,7 @@ def matrix(tmp_path_factory) -> dict[str, dict]:
         children[backend] = (subprocess.Popen(
             [sys.executable, "-m", "tests.backend_matrix", "--backend", backend, "--output-dir",
              str(root / backend), "--json", str(root / f"{backend}.json")],
-            cwd=ROOT, env={**env, "KERAS_BACKEND": backend}, stdout=log, stderr=subprocess.STDOUT),
+            cwd=ROOT, env=_child_env(env, backend), stdout=log, stderr=subprocess.STDOUT),
             root / f"{backend}.json")
         log.close()  # the child holds its own copy
     results = {}

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tests.backend_matrix import jax_env
 from tests.conftest import ROOT, run_script
 
 SMALL = ["-m", "conv_net", "--dataset", "digits", "--limit", "400", "--batch-size", "64", "--quiet"]
@@ -39,7 +40,9 @@ def _only_run(folder: Path) -> Path:
 
 
 def _train(run, folder: Path, *flags: str) -> tuple[dict, pd.DataFrame]:
-    result = run("mnist/mnist.py", *SMALL, *flags, "--output-dir", str(folder))
+    # JAX: XLA compiles with less optimisation (tests/backend_matrix.py: FAST_XLA_FLAGS)
+    env = jax_env({"XLA_FLAGS": os.environ.get("XLA_FLAGS", "")}) if "jax" in flags else None
+    result = run("mnist/mnist.py", *SMALL, *flags, "--output-dir", str(folder), env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     run_dir = _only_run(folder)
     return json.loads((run_dir / "run.json").read_text()), pd.read_csv(run_dir / "history.csv")
@@ -131,7 +134,7 @@ def test_two_jax_processes_train_one_model_together(tmp_path, jax_one_device):
     command = [sys.executable, str(ROOT / "mnist" / "mnist.py"), *SMALL, *JAX_FLAGS,
                "--output-dir", str(tmp_path / "together"),
                "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2"]
-    env = {**os.environ, "KERAS_TUTORIAL_OFFLINE": "1"}
+    env = jax_env({**os.environ, "KERAS_TUTORIAL_OFFLINE": "1"})
     workers = [subprocess.Popen([*command, "--process-id", str(i)], cwd=ROOT, env=env, text=True,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE) for i in (0, 1)]
     try:
@@ -165,17 +168,7 @@ def test_two_jax_processes_train_one_model_together(tmp_path, jax_one_device):
             np.testing.assert_allclose(first[name], single[name], rtol=1e-3, atol=1e-4, err_msg=name)
 
 
-def test_torch_refuses_distribution_in_one_line(run, tmp_path):
-    if importlib.util.find_spec("torch") is None:
-        pytest.skip("torch is not installed (pip install -r requirements-backends.txt)")
-    result = run("mnist/mnist.py", *SMALL, "--backend", "torch", "--distribute", "mirrored",
-                 "--output-dir", str(tmp_path))
-    assert result.returncode == 2
-    assert result.stderr.strip().splitlines()[-1] == (
-        "error: --distribute, --cpu-devices and several processes are not supported on torch in "
-        "this tutorial: use --backend tensorflow or --backend jax")
-    assert "Traceback" not in result.stderr
-    assert not (tmp_path / "mnist").exists()
+# torch's refusal of --distribute: tests/test_torch_fit.py (its torch child process)
 
 
 BAD_FLAGS = [
@@ -207,7 +200,7 @@ def jax_flag_errors(tmp_path_factory) -> list[tuple[int, str]]:
             results.append([status, err.getvalue()])
         print(json.dumps(results))
     """)
-    env = {**os.environ, "KERAS_TUTORIAL_OFFLINE": "1", "KERAS_BACKEND": "jax"}
+    env = jax_env({**os.environ, "KERAS_TUTORIAL_OFFLINE": "1", "KERAS_BACKEND": "jax"})
     done = subprocess.run([sys.executable, "-c", code, json.dumps(cases)], cwd=ROOT, capture_output=True,
                           text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
