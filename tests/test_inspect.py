@@ -12,6 +12,8 @@ from utils import diagram, inspect
 from utils.errors import ImageReadError, ModelLoadError, ShapeMismatchError, TutorialError
 from utils.quiet import import_keras
 
+from .conftest import exit_code
+
 keras = import_keras()
 
 CONV_NET_KERNELS = [(3, 3, 1, 32), (3, 3, 32, 64), (3, 3, 64, 64), (576, 64), (64, 10)]
@@ -154,10 +156,11 @@ def test_command_shows_only_the_chosen_layers(run_folder, capsys):
     assert "no layer named 'nonsense'" in capsys.readouterr().err
 
 
-def test_bad_path_is_one_line_and_exit_code_2(run, tmp_path):
-    result = run("-m", "utils.inspect", str(tmp_path / "nowhere"))
-    assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == [f"error: no such file or folder: {tmp_path / 'nowhere'}"]
+def test_bad_path_is_one_line_and_exit_code_2(tmp_path, capsys):
+    # in-process; tests/test_bad_input.py runs `python -m utils.inspect` in a real process
+    assert exit_code(inspect.main, [str(tmp_path / "nowhere")]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"error: no such file or folder: {tmp_path / 'nowhere'}"]
 
 
 # --- diagrams -------------------------------------------------------------------------------

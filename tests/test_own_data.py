@@ -12,7 +12,7 @@ from mnist import mnist, models, training
 from utils import datasets, runs
 from utils.errors import TutorialError
 
-from .conftest import run_script
+from .conftest import exit_code
 
 CLASSES = 5
 
@@ -152,14 +152,15 @@ def test_bad_own_data_is_one_line_naming_the_file(tmp_path, case):
     assert expected in str(err.value) and "\n" not in str(err.value)
 
 
-def test_an_explicit_folder_is_never_replaced_by_another_dataset(tmp_path):
-    result = run_script("mnist/mnist.py", "--dataset", "auto", "--data-dir", str(tmp_path / "no"),
-                        "--epochs", "1", "--output-dir", str(tmp_path))
-    assert result.returncode == 2
-    assert [line for line in result.stderr.splitlines() if line.strip()] == [
+def test_an_explicit_folder_is_never_replaced_by_another_dataset(tmp_path, capsys):
+    code = exit_code(mnist.main, ["--dataset", "auto", "--data-dir", str(tmp_path / "no"),
+                                  "--epochs", "1", "--output-dir", str(tmp_path)])
+    result = capsys.readouterr()
+    assert code == 2
+    assert [line for line in result.err.splitlines() if line.strip()] == [
         f"error: --data-dir {tmp_path / 'no'} does not exist: give a folder of MNIST-format IDX files "
         "or an .npz file"]
-    assert "*** dataset" not in result.stdout and not (tmp_path / "mnist").exists()
+    assert "*** dataset" not in result.out and not (tmp_path / "mnist").exists()
 
 
 def test_limit_too_small_for_the_classes_names_the_flag_and_the_minimum():

@@ -10,6 +10,8 @@ import pytest
 from mnist import data as image_data
 from utils.errors import TutorialError
 
+from .conftest import exit_code
+
 kt = pytest.importorskip("keras_tuner", reason='needs `pip install "keras-tuner>=1.4"`')
 from mnist import tune  # noqa: E402
 
@@ -73,7 +75,6 @@ def test_missing_keras_tuner_is_explained(monkeypatch):
         tune.keras_tuner()
 
 
-def test_bad_flag_exits_2(run):
-    result = run("mnist/tune.py", "--tuner", "grid")
-    assert result.returncode == 2
-    assert "invalid choice: 'grid'" in result.stderr
+def test_bad_flag_exits_2(capsys):
+    assert exit_code(tune.main, ["--tuner", "grid"]) == 2
+    assert "invalid choice: 'grid'" in capsys.readouterr().err
