@@ -46,7 +46,7 @@ def test_training_lowers_the_loss(tmp_path):
     assert result.history["epoch"].tolist()[-1] == 100
 
 
-@pytest.mark.parametrize("seed", range(5))
+@pytest.mark.parametrize("seed", [0, 2, 3, 4])  # seed 1: the script's run from the repo root below
 def test_default_recipe_solves_xor(tmp_path, seed):
     result = xor.train_and_evaluate(_args(tmp_path, seed=seed))
     assert result.metrics["accuracy"] == 1.0
@@ -66,6 +66,8 @@ def test_script_from_the_repo_root_leaves_a_complete_run_folder(tmp_path, run):
         assert (folder / name).is_file(), name
     record = json.loads((folder / "run.json").read_text())
     assert record["seed"] == 1 and record["metrics"]["accuracy"] == 1.0
+    predictions = np.array(record["predictions"])  # the default recipe solves xor with seed 1 too
+    assert ((predictions[:, 3] > 0.5) == (predictions[:, 2] == 1)).all()
     assert record["command"].startswith("python xor/xor.py")
     history = pd.read_csv(folder / "history.csv")
     assert {"epoch", "loss", "accuracy", "epoch_seconds"} <= set(history.columns)
