@@ -13,6 +13,14 @@ ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
 
+def pytest_xdist_auto_num_workers(config):
+    """``-n auto``: one worker more than there are cores (at most 4, pyproject.toml's
+    --maxprocesses). Many tests wait on a child process or a server for part of their
+    time; a third worker on 2 cores fills those gaps (measured: 7 min 58 s against
+    8 min 26 s for the whole suite on an idle 2-core AMD EPYC)."""
+    return (os.cpu_count() or 1) + 1
+
+
 @pytest.fixture(autouse=True)
 def _offline_and_isolated(tmp_path, monkeypatch):
     """No test downloads, and no test reads a learner's real Keras cache."""
