@@ -1,5 +1,5 @@
 """The service range-checks category indices for an Embedding, also one behind layers that only
-reshape its input (a 422 naming the range, not a 500 or, on JAX, a silently clamped lookup)."""
+reshape its input (a 422 naming the range, not a 500 from inside the backend)."""
 
 import keras
 from fastapi.testclient import TestClient
