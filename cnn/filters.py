@@ -48,13 +48,11 @@ def load_run(path: Path, unsafe: bool = False):
     if record.is_file():
         try:
             facts = json.loads(record.read_text())
-            args = facts.get("args") if isinstance(facts.get("args"), dict) else {}
-            dataset, data_dir = facts.get("dataset"), facts.get("data_dir") or args.get("data_dir")
-            if isinstance(data_dir, str) and data_dir and isinstance(facts.get("cwd"), str):
-                data_dir = Path(facts["cwd"]) / data_dir  # as the run saw it (an absolute path stays)
-        except (OSError, ValueError, AttributeError):
+            dataset, given = facts.get("dataset"), facts.get("args", {}).get("data_dir")
+            if isinstance(given, str) and given:
+                data_dir = Path(facts.get("cwd") or ".") / given  # as the run saw it; absolute stays
+        except (OSError, ValueError, AttributeError, TypeError):
             pass  # a damaged run.json only loses the hint; --dataset and --data-dir still work
-    data_dir = Path(data_dir) if isinstance(data_dir, str | Path) and str(data_dir) else None
     return model, (dataset if dataset in image_data.DATASETS else None), data_dir, model_file
 
 
@@ -165,10 +163,9 @@ def main(argv=None) -> int:
     if len(wanted) != 3 or wanted[-1] not in (1, 3):
         raise TutorialError(f"{model.name} takes {wanted} inputs; filters.py shows models of "
                             "images (height, width, 1 or 3 channels)")
-    if args.data_dir is not None or args.dataset is not None:
-        data_dir = args.data_dir  # a flag given replaces what run.json says
-    image, label, dataset = test_image(args.dataset or (None if data_dir else dataset), args.index,
-                                       args.seed, data_dir)
+    if args.data_dir is not None or args.dataset is not None:  # a flag given replaces run.json's
+        data_dir, dataset = args.data_dir, args.dataset
+    image, label, dataset = test_image(dataset, args.index, args.seed, data_dir)
     if any(size is not None and size != have for size, have in zip(wanted, image.shape)):
         source = f"--data-dir {data_dir}" if data_dir else f"the {dataset} dataset"
         raise TutorialError(f"{model.name} takes {wanted} images but {source} has "

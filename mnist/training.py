@@ -10,9 +10,10 @@ from pathlib import Path
 
 from mnist.data import ImageData
 from mnist.models import ModelSpec
-from utils import distribute, plots, report, runs, steps
+from utils import distribute, plots, report, runs
 from utils.errors import TutorialError
 from utils.lazy import keras, lazy  # Keras is imported on first use, after the flags are read
+from utils.steps import scored  # the test rows a KERAS_MAX_STEPS_PER_EPOCH run scores
 
 np, pd = lazy("numpy"), lazy("pandas")
 evaluation = lazy("mnist.evaluation")
@@ -215,12 +216,6 @@ def _load_best(path: Path, fallback):
 
 def _summary(model) -> str:
     return report.model_summary(model, line_length=90)  # every column, "Param #" included
-
-
-def scored(x, y, batch_size: int):
-    """The test images and labels that ``evaluate`` and ``predict`` will both see (all of
-    them, unless ``KERAS_MAX_STEPS_PER_EPOCH`` shortens the run: see :mod:`utils.steps`)."""
-    return steps.scored(x, y, batch_size)
 
 
 def train_and_evaluate(spec: ModelSpec, data: ImageData, args, argv=None) -> runs.RunResult:

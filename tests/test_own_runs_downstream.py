@@ -76,3 +76,12 @@ def test_filters_with_images_of_another_size_is_one_line(own_run, tmp_path, caps
     assert code == 2 and len(err.splitlines()) == 1
     assert "(24, 24, 3)" in err and "(28, 28, 1)" in err and "--data-dir" in err
     assert not (tmp_path / "cnn").exists()  # nothing written for a refused run
+
+
+def test_filters_with_a_missing_data_dir_is_one_line(own_run, tmp_path, capsys):
+    run_dir, _ = own_run
+    code = exit_code(filters.main, [str(run_dir), "--data-dir", str(tmp_path / "gone"),
+                                    "--output-dir", str(tmp_path)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "gone" in err
+    assert not (tmp_path / "cnn").exists()
