@@ -111,6 +111,30 @@ CASES: tuple[Case, ...] = (
 
 CHAPTERS = tuple(case.chapter for case in CASES)
 
+#: Chapters whose own tests already train them in the pytest process and apply the matrix's
+#: check (or a stricter one) there: the matrix runs these only on the *other* backends, so
+#: that the backend pytest runs on does not train them twice. Each names the test and the
+#: value it checks (tests/test_backends.py checks that the test still looks at it).
+CHECKED_BY_CHAPTER_TESTS: dict[str, tuple[str, str]] = {
+    "xor": ("tests/test_xor.py::test_default_recipe_solves_xor", "accuracy"),
+    "model_api": ("tests/test_model_api.py::test_three_builds_compute_the_same_function",
+                  "same_function"),
+    "schedules": ("tests/test_schedules.py::test_script_runs_end_to_end_from_its_folder",
+                  "test acc"),
+    "tune": ("tests/test_tune.py::test_random_search_writes_trials_and_the_retrained_best_model",
+             "test_accuracy"),
+    "shapes": ("tests/test_cnn.py::test_shapes_script_prints_the_table_and_checks", "returncode"),
+    "classify": ("tests/test_cnn.py::test_a_cached_class_index_names_the_classes_with_random_weights",
+                 "predictions"),
+    "transfer": ("tests/test_cnn.py::test_transfer_quick_run_writes_table_plot_and_run_folder",
+                 "fine_tuned_at_smallest"),
+    "filters": ("tests/test_cnn.py::test_filters_and_feature_maps_of_a_run_folder", "feature_maps.png"),
+    "forecast": ("tests/test_rnn.py::test_forecast_script_end_to_end", "persistence_rmse"),
+    "compare_cells": ("tests/test_rnn.py::test_compare_cells_in_process", "results.csv"),
+    "save_load": ("tests/test_serving.py::test_every_format_round_trips_and_resuming_continues_exactly",
+                  "resumed_vs_uninterrupted"),
+}
+
 
 def passes(value, operator: str, bound) -> bool:
     """``value <operator> bound``; ``None`` (not measured) never passes."""

@@ -2,6 +2,7 @@
 
 import json
 
+import keras
 import numpy as np
 import pandas as pd
 import pytest
@@ -188,6 +189,10 @@ def test_a_cached_class_index_names_the_classes_with_random_weights(monkeypatch,
     out = capsys.readouterr().out
     assert "thing_" in out and "class 0" not in out and "not found" not in out
     assert calls == []  # read from the cache, nothing fetched
+    (folder,) = (tmp_path / "out" / "cnn").iterdir()
+    record = json.loads((folder / "run.json").read_text())
+    assert len(record["predictions"]) == 3  # the top 3 classes of the one image
+    assert record["backend"] == keras.backend.backend()
 
 
 def test_classify_rejects_unknown_models_and_all_bad_images(capsys, tmp_path):
@@ -294,6 +299,11 @@ def test_transfer_quick_run_writes_table_plot_and_run_folder(tmp_path, capsys):
         (summary["fine_tuned"] - summary["scratch"]).round(6))
     record = json.loads((folder / "run.json").read_text())
     assert record["metrics"]["smallest_budget"] == 3
+    # Twice chance (5 classes): the source task learned, and so did its transfer (the backend
+    # matrix's checks, applied here on this process's backend).
+    assert record["metrics"]["source_val_accuracy"] > 2 / 5
+    assert record["metrics"]["fine_tuned_at_smallest"] > 2 / 5
+    assert record["backend"] == keras.backend.backend()
     assert {"gain_std_at_smallest", "wins_at_smallest"} <= set(record["metrics"])
 
 

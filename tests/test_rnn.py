@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from rnn import compare_cells, data, forecast, models
+from utils.cli import configured_backend
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -176,6 +177,9 @@ def test_forecast_script_end_to_end(run, tmp_path):
     assert run_dir.name.endswith("_lstm_32")
     record = json.loads((run_dir / "run.json").read_text())
     assert record["window"] == 26 and record["horizon"] == 4 and record["series"] == "co2"
+    # The LSTM beats "next month = this month" (the backend matrix's check, here on this backend).
+    assert record["metrics"]["test_rmse"] < record["metrics"]["persistence_rmse"]
+    assert record["backend"] == configured_backend()
     table = pd.read_csv(run_dir / "results.csv")
     assert list(table["model"]) == ["lstm_32", "linear", "persistence", "seasonal_naive"]
     assert (table[["rmse", "mae"]] > 0).all().all() and np.isfinite(table[["rmse", "mae"]]).all().all()

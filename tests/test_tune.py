@@ -49,7 +49,10 @@ def test_random_search_writes_trials_and_the_retrained_best_model(digits, tmp_pa
     assert (folder / "tuner" / "mlp").is_dir()  # KerasTuner's own files stay inside the run folder
     saved = keras.saving.load_model(folder / "model.keras")
     assert saved.get_layer(index=0).units == best["units"]
-    assert 0.0 <= result.metrics["test_accuracy"] <= 1.0 and result.metrics["trials"] == 2
+    assert result.metrics["trials"] == 2
+    # far above chance (0.1): the backend matrix's check, applied here on this process's backend
+    assert 0.4 < result.metrics["test_accuracy"] <= 1.0
+    assert json.loads((folder / "run.json").read_text())["backend"] == keras.backend.backend()
     for name in ("trials.png", "accuracy.png", "report.html", "run.json", "history.csv"):
         assert (folder / name).is_file(), name
 
