@@ -51,6 +51,11 @@ class ModelSpec:
     def check_image_shape(self, image_shape) -> None:
         """One line, before any training, when the images are too small for this model."""
         height, width, channels = image_shape
+        try:
+            self._build((height, width, channels), 2)
+            return  # it reads them; the search below builds the model once per side tried
+        except ValueError:
+            pass
         smallest = self.smallest_side(channels)
         if min(height, width) < smallest:
             raise TutorialError(
