@@ -68,7 +68,7 @@ def matrix(tmp_path_factory) -> dict[str, dict]:
             for name in ("KERAS_TUTORIAL_OFFLINE", "MPLBACKEND", "KERAS_HOME"):
                 patch.setenv(name, env[name])
             results[here] = backend_matrix.run_all(here, root / here, tuple(
-                chapter for chapter in CHAPTERS if chapter not in CHECKED_BY_CHAPTER_TESTS))
+                chapter for chapter in CHAPTERS if _runs_in_matrix(chapter, here)))
     for backend, (child, path) in children.items():
         try:
             child.wait(timeout=900)
